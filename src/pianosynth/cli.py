@@ -1,0 +1,216 @@
+"""The ``pianosynth`` command: thin wrappers over the library, no logic of their own.
+
+User mistakes (a bad file, a missing SoundFont, a full disk) end with one line on stderr and a
+non-zero exit, never a traceback. Ctrl-C exits with status 130 after the library has kept what
+was finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """An error to report as one line, without a traceback."""
+
+
+def _progress(desc: str):
+    def wrap(iterator, total):
+        from tqdm import tqdm
+
+        return tqdm(iterator, total=total, desc=desc, unit="file", dynamic_ncols=True, file=sys.stderr)
+
+    return wrap
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare / info
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .dataset import Cache, find_sources, prepare, select_subset
+
+    cfg = load_config(args.config, _render_overrides(args) + args.set)
+    input_dir = Path(args.input)
+    try:
+        sources = find_sources(input_dir, column=args.column)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from e
+    sources = select_subset(sources, limit=args.limit, max_hours=args.max_hours)
+    if not sources:
+        raise UserError(f"{input_dir}: no MIDI files found")
+    print(f"preparing {len(sources)} file(s) from {input_dir} with {args.jobs} job(s)", file=sys.stderr)
+    name = args.name or input_dir.resolve().name
+    cache_dir = prepare(sources, Path(args.out), cfg, name=name, jobs=args.jobs, progress=_progress("prepare"))
+    cache = Cache(cache_dir)
+    for piece in cache.pieces:
+        for w in piece.get("warnings", []):
+            _warn(w)
+        if piece.get("clipped_samples"):
+            _warn(f"{piece['file']}: the reference render clipped {piece['clipped_samples']} sample(s)")
+    for s in cache.skipped:
+        _warn(f"skipped {s['file']}: {s['reason']}")
+    print(cache_dir)
+    _print_summary(cache)
+    return 0
+
+
+def _render_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if getattr(args, "soundfont", None):
+        out.append(f"render.soundfont={json.dumps(str(args.soundfont))}")
+    if getattr(args, "program", None) is not None:
+        out.append(f"render.program={args.program}")
+    if getattr(args, "sample_rate", None) is not None:
+        out.append(f"features.sample_rate={args.sample_rate}")
+    if getattr(args, "preset", None) is not None:
+        out.append(f"features.preset={args.preset}")
+    return out
+
+
+def _print_summary(cache) -> None:
+    s = cache.summary()
+    fc = cache.features
+    print(
+        f"cache {cache.dir}\n"
+        f"  features: {fc.preset} preset, {fc.n_channels} channels, {fc.sample_rate} Hz, "
+        f"hop {fc.hop_samples} ({fc.frame_rate:g} frames/s)\n"
+        f"  render: {Path(cache.render.soundfont).name} program {cache.render.program}"
+    )
+    print(f"  {'split':<6} {'files':>6} {'hours':>8}")
+    for split, row in s["splits"].items():
+        print(f"  {split:<6} {row['files']:>6} {row['hours']:>8.3f}")
+    total_h = sum(r["hours"] for r in s["splits"].values())
+    print(f"  {'total':<6} {s['files']:>6} {total_h:>8.3f}")
+    print(f"  skipped: {s['skipped']}")
+    for reason, count in sorted(s["reasons"].items()):
+        print(f"    {count:>4} x {reason}")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .dataset import Cache, CacheError
+
+    try:
+        cache = Cache(args.cache)
+    except CacheError as e:
+        raise UserError(str(e)) from e
+    if args.json:
+        print(json.dumps(cache.summary(), indent=1))
+    else:
+        _print_summary(cache)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job until a model ships: generate MIDI, prepare a tiny cache, summarise it."""
+    from .config import load_config
+    from .dataset import Cache, find_sources, prepare
+    from .examples import write_demo_midi
+
+    out = Path(args.out)
+    midi_dir = out / "midi"
+    paths = write_demo_midi(midi_dir, count=args.pieces)
+    print(f"wrote {len(paths)} generated MIDI file(s) to {midi_dir}", file=sys.stderr)
+    cfg = load_config(args.config, [])
+    cache_dir = prepare(
+        find_sources(midi_dir), out / "cache", cfg, name="demo", jobs=1, progress=_progress("prepare")
+    )
+    _print_summary(Cache(cache_dir))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# argument parsing
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="pianosynth", description="Neural piano synthesis from MIDI.", formatter_class=fmt
+    )
+    parser.add_argument("--version", action="version", version=f"pianosynth {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="MIDI folder -> features + reference audio cache", formatter_class=fmt)
+    p.add_argument("input", help="folder of MIDI files (searched recursively); ASAP's splits.csv is used if present")
+    p.add_argument("--out", default="cache", help="folder that holds cache folders")
+    p.add_argument("--name", default=None, help="cache folder name prefix (default: input folder name)")
+    p.add_argument("--config", default=None, help="YAML config (features and render sections are used)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. features.hop_samples=128")
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--limit", type=int, default=None, help="take at most N files (deterministic subset)")
+    p.add_argument("--max-hours", type=float, default=None, help="take files until this many hours (deterministic subset)")
+    p.add_argument("--column", default="performance_midi", help="splits.csv column naming the files (performance_midi or score_midi)")
+    p.add_argument("--soundfont", default=None, help="SoundFont for the reference audio (default: FluidR3_GM)")
+    p.add_argument("--program", type=int, default=None, help="General MIDI program for every note (default 0, grand piano)")
+    p.add_argument("--sample-rate", type=int, default=None, help="16000, 22050, 24000 or 44100 (default from config)")
+    p.add_argument("--preset", choices=["score", "performance"], default=None, help="feature channels (default from config)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("info", help="summarise a prepared cache", formatter_class=fmt)
+    p.add_argument("cache", help="a cache folder made by prepare")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="the main job on generated music", formatter_class=fmt)
+    p.add_argument("--out", default="out/demo", help="output folder")
+    p.add_argument("--pieces", type=int, default=3, help="generated pieces")
+    p.add_argument("--config", default=None, help="YAML config")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from .config import ConfigError
+    from .midi import MidiError
+    from .render import RenderError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished work was kept; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UserError, ConfigError, MidiError, RenderError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        if args.verbose:
+            raise
+        if e.errno == errno.ENOSPC:
+            print(f"error: disk full while writing {e.filename or ''}; free space and run again to resume", file=sys.stderr)
+        else:
+            print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""The dataset cache (``pianosynth prepare``) and the training examples cut from it.
+
+A cache is one folder per (file list, feature config, render config), named by a hash of the
+three::
+
+    CACHE_ROOT/<input-name>-<hash>/
+        manifest.json              config, files, splits, hashes, durations, skips (written last)
+        pieces/<id>.json           one piece's record; its presence marks the piece as finished
+        pieces/<id>.features.npy   (frames, channels) uint8, value * 127 (see features.quantize)
+        pieces/<id>.audio.npy      (frames * hop_samples,) int16
+
+Every file is written to a temporary name and renamed into place, and a piece's record is written
+after its arrays, so a run that is killed can be started again: finished pieces are kept, and
+half-written files are never mistaken for finished ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .config import Config, FeatureConfig, RenderConfig, config_from_dict, stable_hash
+from .features import check_alignment, compute_features, dequantize, n_frames_for, quantize
+from .midi import MidiError, read_midi
+
+log = logging.getLogger(__name__)
+
+MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+SPLITS = ("train", "valid", "test")
+MANIFEST = "manifest.json"
+CACHE_VERSION = 1  # bump when the stored layout changes, so old caches are not misread
+
+
+class CacheError(RuntimeError):
+    """A cache folder that is missing, incomplete or of another version."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the files
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path  # absolute path of the MIDI file
+    rel: str  # path relative to the input folder, the file's name in the manifest
+    split: str  # train, valid or test
+    seconds: float | None  # duration if known without parsing (from splits.csv), else None
+
+
+def _hash_fraction(text: str) -> float:
+    """A deterministic number in [0, 1) from a string."""
+    return int(hashlib.sha1(text.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def split_by_hash(rel: str) -> str:
+    """Deterministic 80/10/10 train/valid/test split by a hash of the file's relative path."""
+    u = _hash_fraction("split:" + rel)
+    return "train" if u < 0.8 else ("valid" if u < 0.9 else "test")
+
+
+def find_sources(input_dir: Path, column: str = "performance_midi") -> list[SourceFile]:
+    """Lists the MIDI files of a folder with their split.
+
+    With a ``splits.csv`` (ASAP's, see ../shared/data/README.md) in the folder, the files are
+    those named in its ``column`` and the split is the csv's; otherwise every MIDI file below the
+    folder, split by a hash of its path.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir}: not a folder")
+    splits_csv = input_dir / "splits.csv"
+    sources: dict[str, SourceFile] = {}
+    if splits_csv.is_file():
+        with open(splits_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                if column not in row:
+                    raise ValueError(f"{splits_csv}: no column {column!r}")
+                rel = row[column]
+                if rel in sources:  # score files repeat once per performance
+                    continue
+                seconds = float(row["seconds"]) if column == "performance_midi" and row.get("seconds") else None
+                sources[rel] = SourceFile((input_dir / rel).resolve(), rel, row["split"], seconds)
+    else:
+        for path in sorted(input_dir.rglob("*")):
+            if path.suffix.lower() in MIDI_SUFFIXES and path.is_file():
+                rel = path.relative_to(input_dir).as_posix()
+                sources[rel] = SourceFile(path.resolve(), rel, split_by_hash(rel), None)
+    return sorted(sources.values(), key=lambda s: s.rel)
+
+
+def select_subset(
+    sources: list[SourceFile], limit: int | None = None, max_hours: float | None = None
+) -> list[SourceFile]:
+    """Takes a deterministic subset: files in hashed order until ``limit`` files or ``max_hours``.
+
+    The hashed order mixes splits in proportion to their size, so a small subset still has
+    train, valid and test files. Durations not known from splits.csv are read from the MIDI
+    (unreadable files count as zero; prepare skips them later with their reason).
+    """
+    order = sorted(sources, key=lambda s: _hash_fraction("order:" + s.rel))
+    if limit is None and max_hours is None:
+        return sorted(order, key=lambda s: s.rel)
+    chosen, total_s = [], 0.0
+    for src in order:
+        if limit is not None and len(chosen) >= limit:
+            break
+        if max_hours is not None and total_s >= max_hours * 3600:
+            break
+        chosen.append(src)
+        if max_hours is not None:
+            if src.seconds is not None:
+                total_s += src.seconds
+            else:
+                try:
+                    total_s += read_midi(src.path).end_s
+                except MidiError:
+                    pass
+    return sorted(chosen, key=lambda s: s.rel)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparing pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def piece_id(rel: str) -> str:
+    """A file-system-safe, unique id for a source file."""
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", Path(rel).stem).strip("_")[:40]
+    return f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
+
+
+def file_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(sources: list[SourceFile], cfg: Config) -> str:
+    """Hash of (file list, feature config, render config): the cache folder's identity."""
+    return stable_hash(
+        {
+            "version": CACHE_VERSION,
+            "files": [(s.rel, s.split) for s in sources],
+            "features": cfg.to_dict()["features"],
+            "render": cfg.to_dict()["render"],
+        }
+    )
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Writes through ``write(tmp_path)`` then renames into place, so ``path`` is whole or absent."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    _atomic_write(path, write)
+
+
+def save_json(path: Path, data: dict) -> None:
+    """Writes JSON atomically (temporary file, then rename)."""
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
+
+
+def prepare_piece(src: SourceFile, pieces_dir: Path, features: FeatureConfig, render_cfg: RenderConfig) -> dict:
+    """Features + reference audio for one file, written into ``pieces_dir``; returns its record.
+
+    A file that cannot be used gives a record with ``skipped`` set to the reason instead. A
+    missing FluidSynth or SoundFont is not a property of the file, so it raises RenderError.
+    """
+    from .render import render, to_int16
+
+    pid = piece_id(src.rel)
+    record = {"id": pid, "file": src.rel, "split": src.split}
+    try:
+        record["sha1"] = file_sha1(src.path)
+        perf = read_midi(src.path)
+    except (MidiError, OSError) as e:
+        record["skipped"] = str(e).replace(str(src.path), src.rel)
+        save_json(pieces_dir / f"{pid}.json", record)
+        return record
+    n_frames = n_frames_for(perf, features)
+    x = quantize(compute_features(perf, features, n_frames))  # (frames, channels) uint8
+    n_samples = n_frames * features.hop_samples
+    audio, clipped = to_int16(render(perf, render_cfg, features, n_samples))  # (samples,) int16
+    check_alignment(x.shape[0], audio.shape[0], features.hop_samples)
+    _save_npy(pieces_dir / f"{pid}.features.npy", x)
+    _save_npy(pieces_dir / f"{pid}.audio.npy", audio)
+    record.update(
+        frames=int(n_frames),
+        seconds=n_samples / features.sample_rate,
+        notes=len(perf.notes),
+        clipped_samples=clipped,
+        warnings=perf.warnings,
+    )
+    save_json(pieces_dir / f"{pid}.json", record)  # last: marks the piece finished
+    return record
+
+
+def _prepare_worker(args: tuple) -> dict:
+    return prepare_piece(*args)
+
+
+def _quiet_worker() -> None:
+    # Warnings travel back in each record and the parent reports them, so workers stay quiet.
+    logging.getLogger("pianosynth").setLevel(logging.ERROR)
+
+
+def prepare(
+    sources: list[SourceFile],
+    cache_root: Path,
+    cfg: Config,
+    name: str = "cache",
+    jobs: int = 1,
+    progress: Callable[[Iterator, int], Iterator] | None = None,
+) -> Path:
+    """Builds (or finishes) the cache for ``sources`` and returns its folder.
+
+    Pieces already finished by an earlier, interrupted run are kept and not redone.
+    ``progress(iterator, total)`` may wrap the iterator of finished pieces (e.g. with tqdm).
+    """
+    from .render import check_renderer
+
+    check_renderer(cfg.render)  # fail before any work if FluidSynth or the SoundFont is missing
+    cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg)}"
+    pieces_dir = cache_dir / "pieces"
+    pieces_dir.mkdir(parents=True, exist_ok=True)
+    for stale in pieces_dir.glob(".*.tmp*"):  # left behind by a killed run
+        stale.unlink()
+    records: dict[str, dict] = {}
+    todo = []
+    for src in sources:
+        rec_path = pieces_dir / f"{piece_id(src.rel)}.json"
+        if rec_path.is_file():
+            records[src.rel] = json.loads(rec_path.read_text())
+        else:
+            todo.append((src, pieces_dir, cfg.features, cfg.render))
+    if todo:
+        if jobs > 1 and len(todo) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(min(jobs, len(todo)), initializer=_quiet_worker) as pool:
+                results = pool.imap_unordered(_prepare_worker, todo)
+                for rec in progress(results, len(todo)) if progress else results:
+                    records[rec["file"]] = rec
+        else:
+            results = map(_prepare_worker, todo)
+            for rec in progress(results, len(todo)) if progress else results:
+                records[rec["file"]] = rec
+    manifest = {
+        "version": CACHE_VERSION,
+        "config": {"features": cfg.to_dict()["features"], "render": cfg.to_dict()["render"]},
+        "pieces": [records[s.rel] for s in sources if "skipped" not in records[s.rel]],
+        "skipped": [
+            {"file": r["file"], "reason": r["skipped"]} for s in sources if "skipped" in (r := records[s.rel])
+        ],
+    }
+    save_json(cache_dir / MANIFEST, manifest)
+    return cache_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a cache
+# ---------------------------------------------------------------------------------------------
+
+
+class Cache:
+    """A finished cache folder: its manifest, config and memory-mapped pieces."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.dir = Path(cache_dir)
+        path = self.dir / MANIFEST
+        if not path.is_file():
+            raise CacheError(f"{self.dir}: no {MANIFEST} (not a cache, or prepare did not finish)")
+        self.manifest = json.loads(path.read_text())
+        if self.manifest.get("version") != CACHE_VERSION:
+            raise CacheError(
+                f"{self.dir}: cache version {self.manifest.get('version')}, expected {CACHE_VERSION}; "
+                "run prepare again"
+            )
+        cfg = config_from_dict(self.manifest["config"])
+        self.features: FeatureConfig = cfg.features
+        self.render: RenderConfig = cfg.render
+        self.pieces: list[dict] = self.manifest["pieces"]
+        self.skipped: list[dict] = self.manifest["skipped"]
+
+    def split(self, name: str) -> list[dict]:
+        return [p for p in self.pieces if p["split"] == name]
+
+    def load(self, piece: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Memory maps one piece: features (frames, channels) uint8 and audio (samples,) int16."""
+        base = self.dir / "pieces" / piece["id"]
+        x = np.load(f"{base}.features.npy", mmap_mode="r")
+        y = np.load(f"{base}.audio.npy", mmap_mode="r")
+        return x, y
+
+    def summary(self) -> dict:
+        """Hours and files per split, and skip reasons with their counts."""
+        out: dict = {"splits": {}, "files": len(self.pieces), "skipped": len(self.skipped), "reasons": {}}
+        for split in SPLITS:
+            pieces = self.split(split)
+            out["splits"][split] = {
+                "files": len(pieces),
+                "hours": sum(p["seconds"] for p in pieces) / 3600,
+            }
+        for s in self.skipped:
+            # the reason without the file name, so equal reasons group together
+            reason = s["reason"].split(": ", 1)[-1]
+            reason = re.sub(r"\(.*\)$", "", reason).strip()
+            out["reasons"][reason] = out["reasons"].get(reason, 0) + 1
+        return out
+
+
+class CropDataset:
+    """Training or validation crops of ``example_seconds`` from one split of a cache.
+
+    Works as a torch map-style Dataset. Training crops are random but a pure function of
+    ``(seed, index)``, so the i-th example of a run is the same on every run and after a resume;
+    validation crops are evenly spaced through each piece. Pieces are memory mapped lazily in
+    each worker process, so workers start fast and the dataset is never loaded into RAM.
+
+    Items: (features (frames, channels) float32 in 0..1, audio (frames * hop,) float32 in [-1, 1]).
+    """
+
+    def __init__(
+        self,
+        cache: Cache | str | Path,
+        split: str,
+        example_seconds: float,
+        examples: int | None = None,
+        random_crops: bool | None = None,
+        seed: int = 0,
+    ):
+        self.cache = cache if isinstance(cache, Cache) else Cache(cache)
+        self.pieces = self.cache.split(split)
+        if not self.pieces:
+            raise CacheError(f"{self.cache.dir}: no pieces in the {split!r} split")
+        fc = self.cache.features
+        self.hop = fc.hop_samples
+        self.frames = max(1, round(example_seconds * fc.frame_rate))
+        self.random = (split == "train") if random_crops is None else random_crops
+        self.seed = seed
+        lengths = np.array([p["frames"] for p in self.pieces], dtype=np.float64)
+        self._weights = lengths / lengths.sum()  # pick pieces in proportion to their length
+        if self.random:
+            self.examples = examples if examples is not None else 10**9
+            self._fixed = None
+        else:
+            n = examples if examples is not None else len(self.pieces)
+            self._fixed = self._even_crops(n, lengths)
+            self.examples = len(self._fixed)
+        self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _even_crops(self, n: int, lengths: np.ndarray) -> list[tuple[int, int]]:
+        """n crops spread over the split: each piece gets a share by length, evenly spaced."""
+        counts = np.maximum(1, np.floor(self._weights * n)).astype(int)
+        crops = []
+        for i, (count, length) in enumerate(zip(counts, lengths)):
+            room = max(0, int(length) - self.frames)
+            for k in range(count):
+                crops.append((i, int(room * (k + 0.5) / count)))
+        return crops[:n] if len(crops) > n else crops
+
+    def __len__(self) -> int:
+        return self.examples
+
+    def crop_position(self, index: int) -> tuple[int, int]:
+        """(piece index, start frame) of example ``index``."""
+        if self._fixed is not None:
+            return self._fixed[index]
+        rng = np.random.default_rng([self.seed, index])
+        piece = int(rng.choice(len(self.pieces), p=self._weights))
+        room = max(0, self.pieces[piece]["frames"] - self.frames)
+        return piece, int(rng.integers(0, room + 1))
+
+    def _piece(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i not in self._maps:
+            self._maps[i] = self.cache.load(self.pieces[i])
+        return self._maps[i]
+
+    def __getitem__(self, index: int):
+        import torch
+
+        piece, start = self.crop_position(index)
+        x_all, y_all = self._piece(piece)
+        x = np.zeros((self.frames, x_all.shape[1]), dtype=np.float32)
+        y = np.zeros(self.frames * self.hop, dtype=np.float32)
+        n = min(self.frames, x_all.shape[0] - start)  # pieces shorter than a crop are zero-padded
+        x[:n] = dequantize(np.asarray(x_all[start : start + n]))
+        y[: n * self.hop] = np.asarray(y_all[start * self.hop : (start + n) * self.hop], dtype=np.float32) / 32767.0
+        return torch.from_numpy(x), torch.from_numpy(y)
+

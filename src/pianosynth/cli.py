@@ -117,6 +117,85 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# train / synthesize
+# ---------------------------------------------------------------------------------------------
+
+
+class _TqdmReporter:
+    """Shows training as a progress bar with the loss and an ETA (only on rank 0)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+
+    def start(self, total: int, initial: int) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, step: int, info: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(args.config, args.set)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    name = args.name or (Path(args.config).stem if args.config else "run")
+    rank = int(os.environ.get("RANK", "0"))
+    result = train(
+        cfg, args.cache, runs_root=args.runs, name=name, run_dir=args.run_dir, restart=args.restart,
+        reporter=_TqdmReporter(enabled=rank == 0),
+    )  # fmt: skip
+    if rank == 0:
+        print(result.run_dir)
+        print(f"stopped at step {result.step} ({result.stopped}); best valid MR-STFT {result.best_valid:.4f}", file=sys.stderr)
+    if result.stopped == "interrupted":
+        print("interrupted: checkpoint saved; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from .synthesize import synthesize_file
+
+    result = synthesize_file(
+        args.input, args.output, model_path=args.model, force=args.force, normalize=args.normalize,
+        plot=args.plot, chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds,
+    )  # fmt: skip
+    for w in result.warnings:
+        _warn(w)
+    print(result.path)
+    if result.plot:
+        print(result.plot)
+    print(f"{result.seconds:.1f} s at {result.sample_rate} Hz, peak {result.peak:.3f}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------------------------
 
@@ -174,6 +253,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("train", help="train a model on a prepared cache", formatter_class=fmt)
+    p.add_argument("--cache", required=True, help="a cache folder made by prepare")
+    p.add_argument("--config", default="configs/base.yaml" if Path("configs/base.yaml").is_file() else None, help="YAML config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.cell=lstm")
+    p.add_argument("--runs", default="runs", help="folder that holds run folders")
+    p.add_argument("--name", default=None, help="run name prefix (default: the config file's name)")
+    p.add_argument("--run-dir", default=None, help="exact run folder (default: RUNS/NAME-HASH)")
+    p.add_argument("--restart", action="store_true", help="start over instead of resuming the run's last checkpoint")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("synthesize", help="MIDI -> audio with a trained model", formatter_class=fmt)
+    p.add_argument("input", help="MIDI file")
+    p.add_argument("-o", "--output", required=True, help="output .wav or .flac")
+    p.add_argument("--model", default=None, help="checkpoint (default: the model shipped in the package)")
+    p.add_argument("--plot", action="store_true", help="also write a spectrogram PNG next to the audio")
+    p.add_argument("--normalize", type=float, default=None, metavar="PEAK", help="scale the output to this peak, e.g. 0.95")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--chunk-seconds", type=float, default=16.0, help="audio per chunk of the chunked synthesis")
+    p.add_argument("--context-seconds", type=float, default=4.0, help="context on each side of a chunk")
+    p.set_defaults(func=cmd_synthesize)
+
     p = sub.add_parser("demo", help="the main job on generated music", formatter_class=fmt)
     p.add_argument("--out", default="out/demo", help="output folder")
     p.add_argument("--pieces", type=int, default=3, help="generated pieces")
@@ -186,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from .config import ConfigError
+    from .dataset import CacheError
     from .midi import MidiError
     from .render import RenderError
+    from .synthesize import SynthesisError
+    from .train import TrainingError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -197,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished work was kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UserError, ConfigError, MidiError, RenderError) as e:
+    except (UserError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

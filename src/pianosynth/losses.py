@@ -1,0 +1,127 @@
+"""Spectral and time-domain losses and distances. Each loss is an nn.Module returning one number.
+
+Conventions shared by every spectral term here (and by ``pianosynth evaluate``): a periodic Hann
+window, magnitudes of ``torch.stft`` on audio in [-1, 1], and natural logs of ``|STFT| + 1e-5``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LOG_EPS = 1e-5
+
+
+class STFTMag(nn.Module):
+    """Magnitude spectrogram with a registered Hann window.
+
+    y: (batch, samples) -> (batch, bins, frames)
+    """
+
+    def __init__(self, n_fft: int, hop: int | None = None):
+        super().__init__()
+        self.n_fft = n_fft
+        self.hop = hop or n_fft // 4
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(
+            y, self.n_fft, self.hop, window=self.window, center=True, pad_mode="constant", return_complex=True
+        )
+        return spec.abs()
+
+
+class MSELoss(nn.Module):
+    """Time-domain mean squared error (the report's baseline loss).
+
+    pred, target: (batch, samples) -> scalar
+    """
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.mean((pred - target) ** 2)
+
+
+class LogMagLoss(nn.Module):
+    """The report's log-magnitude spectrogram loss: mean |log(|P|+eps) - log(|T|+eps)|.
+
+    pred, target: (batch, samples) -> scalar
+    """
+
+    def __init__(self, n_fft: int = 1024, hop: int | None = None):
+        super().__init__()
+        self.stft = STFTMag(n_fft, hop)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p, t = self.stft(pred), self.stft(target)
+        return torch.mean(torch.abs(torch.log(p + LOG_EPS) - torch.log(t + LOG_EPS)))
+
+
+class MultiResolutionSTFTDistance(nn.Module):
+    """Spectral convergence + mean absolute log-magnitude difference, averaged over FFT sizes.
+
+    For each size n (hop n/4):  SC = ||T| - |P||_F / ||T||_F  and
+    LM = mean |log(|T|+1e-5) - log(|P|+1e-5)|; the distance is the mean over sizes of SC + LM.
+    With ``per_example=True`` it returns one value per batch item (SC over each item's own norm).
+
+    pred, target: (batch, samples) -> scalar, or (batch,)
+    """
+
+    def __init__(self, fft_sizes: tuple[int, ...] = (512, 1024, 2048), per_example: bool = False):
+        super().__init__()
+        self.stfts = nn.ModuleList(STFTMag(n) for n in fft_sizes)
+        self.per_example = per_example
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        dims = (1, 2) if self.per_example else (0, 1, 2)
+        for stft in self.stfts:
+            p, t = stft(pred), stft(target)
+            sc = torch.sqrt(torch.sum((t - p) ** 2, dim=dims)) / torch.sqrt(torch.sum(t**2, dim=dims)).clamp_min(1e-12)
+            lm = torch.mean(torch.abs(torch.log(t + LOG_EPS) - torch.log(p + LOG_EPS)), dim=dims)
+            total = total + sc + lm
+        return total / len(self.stfts)
+
+
+def log_spectral_distance(pred: torch.Tensor, target: torch.Tensor, n_fft: int = 2048) -> torch.Tensor:
+    """Log-spectral distance in dB: per STFT frame, the RMS over bins of
+    ``10 log10(|T|^2 + eps) - 10 log10(|P|^2 + eps)``, then the mean over frames.
+
+    pred, target: (batch, samples) -> (batch,)
+    """
+    window = torch.hann_window(n_fft, periodic=True, device=pred.device)
+
+    def power_db(y: torch.Tensor) -> torch.Tensor:
+        s = torch.stft(y, n_fft, n_fft // 4, window=window, center=True, pad_mode="constant", return_complex=True)
+        return 10 * torch.log10(s.abs() ** 2 + LOG_EPS**2)
+
+    diff = power_db(target) - power_db(pred)  # (batch, bins, frames)
+    return torch.sqrt(torch.mean(diff**2, dim=1)).mean(dim=1)
+
+
+LOSSES = {"mse": MSELoss, "logmag": LogMagLoss, "mrstft": MultiResolutionSTFTDistance}
+
+
+class WeightedLoss(nn.Module):
+    """A weighted sum of named losses, e.g. ``{"logmag": 1.0, "mse": 100.0}``.
+
+    ``forward`` returns the total; ``last_terms`` keeps each unweighted term for logging.
+    """
+
+    def __init__(self, weights: dict[str, float]):
+        super().__init__()
+        if not weights:
+            raise ValueError("at least one loss is needed, e.g. {'logmag': 1.0}")
+        unknown = sorted(set(weights) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown}; known: {sorted(LOSSES)}")
+        self.weights = {k: float(v) for k, v in weights.items()}
+        self.terms = nn.ModuleDict({k: LOSSES[k]() for k in weights})
+        self.last_terms: dict[str, float] = {}
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for name, fn in self.terms.items():
+            value = fn(pred, target)
+            self.last_terms[name] = float(value.detach())
+            total = total + self.weights[name] * value
+        return total

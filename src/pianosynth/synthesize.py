@@ -1,0 +1,147 @@
+"""Checkpoint + MIDI -> waveform of any length, streamed to a WAV or FLAC file.
+
+Features come from the MIDI exactly as ``prepare`` computes them, with the feature config stored
+in the checkpoint. The model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``), and
+audio goes to disk block by block, so a 30-minute piece never holds 30 minutes of activations.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .features import compute_features
+from .midi import read_midi
+from .train import model_from_checkpoint
+
+FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
+BLOCK = 1 << 18  # samples per read/write block in the second pass
+
+
+class SynthesisError(RuntimeError):
+    """The output cannot be written as asked (exists, unknown format, no model)."""
+
+
+@dataclass
+class SynthesisResult:
+    path: Path
+    seconds: float
+    sample_rate: int
+    peak: float  # before any normalisation
+    clipped_samples: int  # samples beyond [-1, 1] in the written file, after any normalisation
+    warnings: list[str]
+    plot: Path | None
+
+
+def default_model_path() -> Path:
+    """The checkpoint shipped inside the package."""
+    path = Path(str(resources.files("pianosynth") / "models" / "default.pt"))
+    if not path.is_file():
+        raise SynthesisError("no default model is shipped in this installation; pass --model CHECKPOINT")
+    return path
+
+
+def synthesize_file(
+    midi_path: str | Path,
+    out_path: str | Path,
+    model_path: str | Path | None = None,
+    force: bool = False,
+    normalize: float | None = None,
+    plot: bool = False,
+    chunk_seconds: float = 16.0,
+    context_seconds: float = 4.0,
+    threads: int | None = None,
+) -> SynthesisResult:
+    """Synthesizes a MIDI file to ``out_path`` (.wav or .flac).
+
+    Args:
+        normalize: if given, scale so that the peak is this value (e.g. 0.95).
+        plot: also write a spectrogram PNG next to the audio.
+        chunk_seconds, context_seconds: the chunk core and the context on each side.
+    """
+    out_path = Path(out_path)
+    fmt = FORMATS.get(out_path.suffix.lower())
+    if fmt is None:
+        raise SynthesisError(f"{out_path}: output must end in .wav or .flac")
+    if out_path.exists() and not force:
+        raise SynthesisError(f"{out_path} exists; pass --force to overwrite it")
+    if threads:
+        torch.set_num_threads(threads)
+    model, cfg = model_from_checkpoint(model_path or default_model_path())
+    perf = read_midi(midi_path)
+    x = torch.from_numpy(compute_features(perf, cfg.features))  # (frames, channels)
+    fr, sr = cfg.features.frame_rate, cfg.features.sample_rate
+    chunk = max(1, round(chunk_seconds * fr))
+    context = max(1, round(context_seconds * fr))
+    fade = min(context, max(1, round(0.25 * fr)))
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    raw = out_path.with_name(f".{out_path.name}.raw{os.getpid()}.wav")
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}{out_path.suffix}")
+    try:
+        peak, n = 0.0, 0
+        with sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT") as f:
+            for block in model.synthesize(x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade):
+                a = block.numpy()
+                peak = max(peak, float(np.abs(a).max(initial=0.0)))
+                n += len(a)
+                f.write(a)
+        gain = normalize / peak if normalize and peak > 0 else 1.0
+        clipped = 0
+        with sf.SoundFile(raw) as src, sf.SoundFile(tmp, "w", samplerate=sr, channels=1, format=fmt[0], subtype=fmt[1]) as dst:
+            for a in src.blocks(blocksize=BLOCK, dtype="float32"):
+                a = a * gain
+                clipped += int(np.count_nonzero(np.abs(a) > 1.0))
+                dst.write(np.clip(a, -1.0, 1.0))
+        os.replace(tmp, out_path)
+    finally:
+        for p in (raw, tmp):
+            if p.exists():
+                p.unlink()
+    warnings = list(perf.warnings)
+    if clipped:
+        warnings.append(f"{clipped} sample(s) clipped at full scale; try --normalize 0.95")
+    png = None
+    if plot:
+        png = out_path.with_suffix(".png")
+        audio, _ = sf.read(out_path, dtype="float32")
+        plot_spectrogram(audio, sr, png, title=f"{Path(midi_path).name} (pianosynth)")
+    return SynthesisResult(out_path, n / sr, sr, peak, clipped, warnings, png)
+
+
+def plot_spectrogram(audio: np.ndarray, sample_rate: int, path: Path, title: str = "") -> None:
+    """Writes a log-magnitude spectrogram of ``audio`` (samples,) as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_fft = 1024
+    hop = max(n_fft // 4, len(audio) // 4000)  # at most ~4000 columns, whatever the length
+    spec = torch.stft(
+        torch.from_numpy(np.ascontiguousarray(audio)),
+        n_fft,
+        hop,
+        window=torch.hann_window(n_fft),
+        return_complex=True,
+    ).abs()
+    db = 20 * torch.log10(spec + 1e-5).numpy()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.imshow(
+        db, origin="lower", aspect="auto", cmap="magma", vmin=db.max() - 80, vmax=db.max(),
+        extent=[0, len(audio) / sample_rate, 0, sample_rate / 2000],
+    )  # fmt: skip
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (kHz)")
+    ax.set_title(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

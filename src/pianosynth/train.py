@@ -1,0 +1,359 @@
+"""One explicit, step-based training loop with checkpoints, exact resume and optional DDP.
+
+A run lives in ``runs/<name>-<hash>/``:
+
+    config.yaml       the resolved config (features and render taken from the cache)
+    meta.json         package version, git commit, cache folder, world size
+    metrics.csv       step, elapsed seconds, split, loss and distances
+    tb/               TensorBoard events
+    last.pt, best.pt  checkpoints: everything synthesize needs, plus optimizer, step and RNG
+
+The hash leaves out ``train.steps`` and ``train.max_minutes``, so raising either and running the
+same command again continues the same run. The i-th training example is a pure function of
+(seed, i) (see ``dataset.CropDataset``), so a resumed run sees exactly the batches an
+uninterrupted one would.
+
+Distributed: under ``torchrun`` (WORLD_SIZE > 1) each rank trains on its own crops, gradients are
+averaged by DistributedDataParallel (gloo on the CPU, nccl on GPUs) and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .config import Config, config_from_dict, stable_hash
+from .dataset import Cache, CropDataset
+from .losses import MultiResolutionSTFTDistance, WeightedLoss, log_spectral_distance
+from .model import PianoSynth, build_model
+
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on: a non-finite loss, or a run folder that does not fit."""
+
+
+class Reporter(Protocol):
+    """What the loop tells its caller; the CLI shows it as a progress bar."""
+
+    def start(self, total: int, initial: int) -> None: ...
+    def step(self, step: int, info: dict) -> None: ...
+    def message(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class SilentReporter:
+    def start(self, total: int, initial: int) -> None:
+        pass
+
+    def step(self, step: int, info: dict) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    best_valid: float
+    stopped: str  # "done", "budget" or "interrupted"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary file, then rename: a checkpoint is whole or absent."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__})") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path}: not a pianosynth checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def model_from_checkpoint(state_or_path: dict | str | Path) -> tuple[PianoSynth, Config]:
+    """Rebuilds the model and its config from a checkpoint (or its path), in eval mode."""
+    state = state_or_path if isinstance(state_or_path, dict) else load_checkpoint(state_or_path)
+    cfg = config_from_dict(state["config"])
+    model = build_model(cfg.model, cfg.features)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def run_hash(cfg: Config, cache: Cache) -> str:
+    """Identity of a run: its config (less the budget) and its data."""
+    d = cfg.to_dict()
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("steps", "max_minutes", "num_workers")}
+    return stable_hash({"config": d, "cache": cache.dir.name})
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Batch indices for steps ``start..steps-1``: rank r of w takes crops ``(s*w + r)*B + b``."""
+
+    def __init__(self, start: int, steps: int, batch: int, rank: int, world: int):
+        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
+
+    def __iter__(self):
+        for s in range(self.start, self.steps):
+            first = (s * self.world + self.rank) * self.batch
+            yield list(range(first, first + self.batch))
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+
+def _dist_info() -> tuple[int, int, bool]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world, world > 1
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, criterion: torch.nn.Module, data: CropDataset, device: torch.device, batch: int = 8) -> dict:
+    """Mean validation loss, multi-resolution STFT distance and log-spectral distance (dB)."""
+    model.eval()
+    mrstft = MultiResolutionSTFTDistance(per_example=True).to(device)
+    losses, dists, lsds = [], [], []
+    for first in range(0, len(data), batch):
+        items = [data[i] for i in range(first, min(len(data), first + batch))]
+        x = torch.stack([a for a, _ in items]).to(device)
+        y = torch.stack([b for _, b in items]).to(device)
+        pred = model(x)
+        losses.append(float(criterion(pred, y)) * len(items))
+        dists += mrstft(pred, y).tolist()
+        lsds += log_spectral_distance(pred, y).tolist()
+    model.train()
+    return {"loss": sum(losses) / len(data), "mrstft": float(np.mean(dists)), "lsd": float(np.mean(lsds))}
+
+
+def train(
+    cfg: Config,
+    cache_dir: str | Path,
+    runs_root: str | Path = "runs",
+    name: str = "run",
+    run_dir: str | Path | None = None,
+    restart: bool = False,
+    reporter: Reporter | None = None,
+) -> TrainResult:
+    """Trains (or resumes) a model on a prepared cache. See the module docstring."""
+    reporter = reporter or SilentReporter()
+    rank, world, distributed = _dist_info()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if distributed:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    try:
+        return _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, world, device)
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, world, device) -> TrainResult:
+    tc = cfg.train
+    cache = Cache(cache_dir)
+    # The cache decides the features and the reference sound; the run records them.
+    cfg = dataclasses.replace(cfg, features=cache.features, render=cache.render)
+    run_dir = Path(run_dir) if run_dir else Path(runs_root) / f"{name}-{run_hash(cfg, cache)}"
+    writer_rank = rank == 0
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg.model, cfg.features).to(device)
+    criterion = WeightedLoss(tc.loss).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
+    step, best, elapsed_before = 0, math.inf, 0.0
+    if restart and writer_rank:
+        for p in (last_path, best_path, run_dir / "metrics.csv"):
+            p.unlink(missing_ok=True)
+    if world > 1:
+        torch.distributed.barrier()
+    if last_path.is_file():
+        state = load_checkpoint(last_path)
+        if state["config"]["model"] != cfg.to_dict()["model"]:
+            raise TrainingError(f"{last_path}: its model config differs from this run's; use --restart")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, elapsed_before = state["step"], state["best_valid"], state["elapsed_s"]
+        torch.set_rng_state(state["rng"]["torch"])
+        reporter.message(f"resuming {run_dir} from step {step}")
+
+    if writer_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        meta = {"version": __version__, "git_commit": _git_commit(), "cache": str(cache.dir), "world_size": world}
+        (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    train_data = CropDataset(cache, "train", tc.example_seconds, seed=tc.seed)
+    valid_split = "valid" if cache.split("valid") else "train"
+    if valid_split == "train":
+        reporter.message("no valid split in this cache: validating on fixed crops of the train split")
+    valid_data = CropDataset(cache, valid_split, tc.example_seconds, examples=tc.valid_examples, random_crops=False)
+    loader = torch.utils.data.DataLoader(
+        train_data,
+        batch_sampler=_StepBatches(step, tc.steps, tc.batch_size, rank, world),
+        num_workers=tc.num_workers,
+        persistent_workers=False,
+    )
+
+    writer = None
+    metrics_file = None
+    if writer_rank:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step)
+        new_csv = not (run_dir / "metrics.csv").exists()
+        metrics_file = open(run_dir / "metrics.csv", "a", newline="")
+        metrics_csv = csv.writer(metrics_file)
+        if new_csv:
+            metrics_csv.writerow(["step", "elapsed_s", "split", "loss", "mrstft", "lsd"])
+
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):
+        stop["signal"] = signum
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - started
+
+    def checkpoint(path: Path) -> None:
+        if writer_rank:
+            save_checkpoint(
+                path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "version": __version__,
+                    "config": cfg.to_dict(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "best_valid": best,
+                    "elapsed_s": elapsed(),
+                    "rng": {"torch": torch.get_rng_state()},
+                },
+            )
+
+    def run_validation() -> None:
+        nonlocal best
+        if not writer_rank:
+            return
+        v = validate(model, criterion, valid_data, device)
+        metrics_csv.writerow([step, f"{elapsed():.1f}", "valid", v["loss"], v["mrstft"], v["lsd"]])
+        metrics_file.flush()
+        for k, val in v.items():
+            writer.add_scalar(f"valid/{k}", val, step)
+        reporter.message(f"step {step}: valid loss {v['loss']:.4f}, MR-STFT {v['mrstft']:.4f}, LSD {v['lsd']:.2f} dB")
+        if v["mrstft"] < best:
+            best = v["mrstft"]
+            checkpoint(best_path)
+
+    stopped = "done"
+    reporter.start(tc.steps, step)
+    model.train()
+    try:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = criterion(ddp_model(x), y)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {float(loss)} at step {step + 1}; stopped. The last good checkpoint is "
+                    f"{last_path if last_path.exists() else '(none yet)'}; try a lower train.learning_rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            step += 1
+            info = {"loss": float(loss), **criterion.last_terms}
+            reporter.step(step, info)
+            if writer_rank:
+                metrics_csv.writerow([step, f"{elapsed():.1f}", "train", info["loss"], "", ""])
+                for k, val in info.items():
+                    writer.add_scalar(f"train/{k}", val, step)
+            halt = _agree(stop["signal"] is not None or (tc.max_minutes > 0 and elapsed() >= tc.max_minutes * 60), world)
+            if step % tc.valid_every == 0 or step == tc.steps or halt:
+                run_validation()
+            if step % tc.checkpoint_every == 0 or step == tc.steps or halt:
+                checkpoint(last_path)
+            if halt:
+                stopped = "interrupted" if stop["signal"] is not None else "budget"
+                break
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        reporter.close()
+        if writer is not None:
+            writer.close()
+            metrics_file.close()
+    return TrainResult(run_dir, step, best, stopped)
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """True on every rank if it is true on any (so all ranks stop at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())

@@ -14,7 +14,8 @@ TORCH_PIP_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)" $(TORCH_PIP_ARGS)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,eval]"
+	$(BIN)/pip install -q --no-deps "basic-pitch==0.4.0"
 	touch $@
 
 system-deps:
@@ -25,6 +26,7 @@ setup: system-deps $(BIN)/.installed
 demo: setup
 	$(BIN)/pianosynth demo --out out/demo
 
+test: EXTRA_DEBIAN_PACKAGES += chromium
 test: setup
 	$(BIN)/python -m pytest -q
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pianosynth needs, when they are missing:
 #   fluidsynth + fluid-soundfont-gm  renders the reference audio (FluidR3_GM, "Yamaha Grand Piano")
+#   musescore-general-soundfont      a second grand piano, a baseline of `pianosynth evaluate`
 #   python3-venv                     Debian's python3 cannot make a virtualenv without it
+#   EXTRA_DEBIAN_PACKAGES            more, e.g. chromium for the listening-page browser test
 # Runs apt-get as root, or through sudo when that needs no password; otherwise it prints the one
 # command the user should run, and fails.
 set -euo pipefail
@@ -9,6 +11,7 @@ PYTHON=${PYTHON:-python3}
 need=()
 command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+[ -f /usr/share/sounds/sf3/MuseScore_General.sf3 ] || need+=(musescore-general-soundfont)
 "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 for pkg in ${EXTRA_DEBIAN_PACKAGES:-}; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from conftest import needs_fluidsynth
 
 
@@ -14,7 +16,7 @@ def run(*args, cwd=None):
 def test_help_lists_the_subcommands():
     proc = run("--help")
     assert proc.returncode == 0
-    for command in ("prepare", "info", "demo"):
+    for command in ("prepare", "info", "train", "synthesize", "demo", "export"):
         assert command in proc.stdout
 
 
@@ -33,13 +35,32 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
 
 
 @needs_fluidsynth
-def test_demo_prepares_generated_music_and_info_reads_it(tmp_path):
-    proc = run("demo", "--out", str(tmp_path / "demo"), "--pieces", "2")
+def test_prepare_then_info_through_the_cli(tmp_path):
+    from pianosynth.examples import write_demo_midi
+
+    write_demo_midi(tmp_path / "midi", count=2, bars=2)
+    proc = run("prepare", str(tmp_path / "midi"), "--out", str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr
     assert "total       2" in proc.stdout
-    cache = next((tmp_path / "demo" / "cache").iterdir())
-    info = run("info", str(cache), "--json")
+    cache = proc.stdout.strip().splitlines()[0]
+    info = run("info", cache, "--json")
     assert info.returncode == 0
     summary = json.loads(info.stdout)
     assert summary["files"] == 2 and summary["skipped"] == 0
     assert sum(s["hours"] for s in summary["splits"].values()) * 3600 > 10  # over 10 s of audio
+
+
+def test_the_shipped_default_model_runs_the_demo(tmp_path):
+    """`make demo`'s job: a generated piece through the model shipped in the package."""
+    import soundfile as sf
+
+    from pianosynth.synthesize import default_model_path
+    from pianosynth.train import model_from_checkpoint
+
+    _, cfg = model_from_checkpoint(default_model_path())
+    proc = run("demo", "--out", str(tmp_path), "--bars", "2")
+    assert proc.returncode == 0, proc.stderr
+    audio, sr = sf.read(tmp_path / "demo.wav")
+    assert sr == cfg.features.sample_rate and len(audio) > sr  # over a second of audio
+    assert np.abs(audio).max() > 1e-3  # not silence
+    assert (tmp_path / "demo.png").stat().st_size > 1000

@@ -201,20 +201,60 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job until a model ships: generate MIDI, prepare a tiny cache, summarise it."""
-    from .config import load_config
-    from .dataset import Cache, find_sources, prepare
-    from .examples import write_demo_midi
+    """The main job: synthesize a piece the project generates itself with the shipped model."""
+    from .examples import generate_piece
+    from .midi import write_midi
+    from .synthesize import synthesize_file
 
     out = Path(args.out)
-    midi_dir = out / "midi"
-    paths = write_demo_midi(midi_dir, count=args.pieces)
-    print(f"wrote {len(paths)} generated MIDI file(s) to {midi_dir}", file=sys.stderr)
-    cfg = load_config(args.config, [])
-    cache_dir = prepare(
-        find_sources(midi_dir), out / "cache", cfg, name="demo", jobs=1, progress=_progress("prepare")
-    )
-    _print_summary(Cache(cache_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    midi = out / "demo.mid"
+    write_midi(generate_piece(seed=args.seed, bars=args.bars), midi)
+    print(f"wrote a generated piece to {midi}", file=sys.stderr)
+    result = synthesize_file(midi, out / "demo.wav", model_path=args.model, force=True, plot=True)
+    for w in result.warnings:
+        _warn(w)
+    print(result.path)
+    print(result.plot)
+    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, peak {result.peak:.3f}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import logging
+
+    from .dataset import Cache
+    from .evaluate import evaluate
+
+    logging.getLogger().setLevel(logging.ERROR)  # basic-pitch announces every backend it lacks
+    cache = Cache(args.cache)
+    models = list(args.model)
+    if not models and not args.no_default_model:
+        from .synthesize import default_model_path
+
+        models = [str(default_model_path())]
+    out = Path(args.out)
+    if (out / "metrics.json").exists() and not args.force:
+        raise UserError(f"{out} already holds an evaluation; pass --force to overwrite it")
+    result = evaluate(
+        cache, models, out, split=args.split, clips=args.clips, seconds=args.seconds,
+        baselines=not args.no_baselines, transcribe=not args.no_transcribe,
+        progress=lambda m: print(m, file=sys.stderr), model_names=args.name or None,
+    )  # fmt: skip
+    from .evaluate import metrics_table
+
+    print(metrics_table(result))
+    print(out / "index.html")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .train import export_checkpoint
+
+    if Path(args.output).exists() and not args.force:
+        raise UserError(f"{args.output} exists; pass --force to overwrite it")
+    state = export_checkpoint(args.checkpoint, args.output)
+    print(f"{args.output}: step {state['step']}, best valid MR-STFT {state['best_valid']:.4f}", file=sys.stderr)
     return 0
 
 
@@ -275,11 +315,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-seconds", type=float, default=4.0, help="context on each side of a chunk")
     p.set_defaults(func=cmd_synthesize)
 
-    p = sub.add_parser("demo", help="the main job on generated music", formatter_class=fmt)
-    p.add_argument("--out", default="out/demo", help="output folder")
-    p.add_argument("--pieces", type=int, default=3, help="generated pieces")
-    p.add_argument("--config", default=None, help="YAML config")
+    p = sub.add_parser("demo", help="synthesize a generated piece with the shipped model", formatter_class=fmt)
+    p.add_argument("--out", default="out/demo", help="output folder (demo.mid, demo.wav, demo.png)")
+    p.add_argument("--model", default=None, help="checkpoint (default: the model shipped in the package)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated piece")
+    p.add_argument("--bars", type=int, default=8, help="length of the generated piece in bars")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="metrics against baselines on fixed clips, and a listening page", formatter_class=fmt)
+    p.add_argument("--model", action="append", default=[], help="checkpoint to evaluate (repeatable; default: the shipped model)")
+    p.add_argument("--name", action="append", default=[], help="display name for each --model, in order")
+    p.add_argument("--cache", required=True, help="a cache folder made by prepare")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split to take clips from")
+    p.add_argument("--clips", type=int, default=12, help="number of clips")
+    p.add_argument("--seconds", type=float, default=30.0, help="seconds per clip")
+    p.add_argument("--out", default="out/evaluate", help="output folder (metrics.json, metrics.md, index.html)")
+    p.add_argument("--no-baselines", action="store_true", help="skip silence, sine, MuseScore and velocity-64 baselines")
+    p.add_argument("--no-transcribe", action="store_true", help="skip basic-pitch note F1 (faster)")
+    p.add_argument("--no-default-model", action="store_true", help="with no --model, evaluate only the baselines")
+    p.add_argument("--force", action="store_true", help="overwrite an earlier evaluation in --out")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="slim a checkpoint for shipping (drops optimizer state)", formatter_class=fmt)
+    p.add_argument("checkpoint", help="a checkpoint written by train (last.pt or best.pt)")
+    p.add_argument("-o", "--output", required=True, help="where to write the slim checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -290,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     from .dataset import CacheError
     from .midi import MidiError
     from .render import RenderError
+    from .evaluate import EvaluationError
     from .synthesize import SynthesisError
     from .train import TrainingError
 
@@ -301,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished work was kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UserError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError) as e:
+    except (UserError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError, EvaluationError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -4,7 +4,8 @@ A cache is one folder per (file list, feature config, render config), named by a
 three::
 
     CACHE_ROOT/<input-name>-<hash>/
-        manifest.json              config, files, splits, hashes, durations, skips (written last)
+        manifest.json              config, files (with their source paths), splits, hashes, durations,
+                                   skips (written last)
         pieces/<id>.json           one piece's record; its presence marks the piece as finished
         pieces/<id>.features.npy   (frames, channels) uint8, value * 127 (see features.quantize)
         pieces/<id>.audio.npy      (frames * hop_samples,) int16
@@ -268,6 +269,8 @@ def prepare(
             results = map(_prepare_worker, todo)
             for rec in progress(results, len(todo)) if progress else results:
                 records[rec["file"]] = rec
+    for src in sources:  # where each file was read from, for evaluation baselines that re-render it
+        records[src.rel]["path"] = str(src.path)
     manifest = {
         "version": CACHE_VERSION,
         "config": {"features": cfg.to_dict()["features"], "render": cfg.to_dict()["render"]},

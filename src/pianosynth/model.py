@@ -134,10 +134,17 @@ class PianoSynth(nn.Module):
     ) -> Iterator[torch.Tensor]:
         """Synthesizes a sequence of any length in overlapping chunks, yielding audio blocks.
 
-        Each chunk's core of ``chunk_frames`` frames is run with ``context_frames`` of real input
-        on both sides (the bidirectional RNN's view of past and future), and neighbouring cores
-        are crossfaded over ``crossfade_frames`` with a raised-cosine ramp. ``batch_chunks``
-        chunks run through the RNN together. Memory depends on these sizes, not on the length.
+        Each chunk's core of ``chunk_frames`` frames is run inside a window with up to
+        ``context_frames`` of real input on each side (the bidirectional RNN's view of past and
+        future). Windows never reach past the sequence (at the ends they slide inwards), so the
+        first and last frames see what a whole-sequence pass sees. Neighbouring cores are
+        crossfaded over ``crossfade_frames`` with a raised-cosine ramp. ``batch_chunks`` windows,
+        all of one length, run through the RNN together. Memory depends on these sizes, not on
+        the length of the input::
+
+            window k:   [ context | core k | context ]
+            window k+1:            [ context | core k+1 | context ]
+            output:     ... core k ><fade>< core k+1 ...
 
         x: (frames, in_channels) -> yields (samples,) blocks whose concatenation is
         (frames * hop_samples,).
@@ -146,35 +153,26 @@ class PianoSynth(nn.Module):
             raise ValueError(f"expected x of shape (frames, {self.in_channels}), got {tuple(x.shape)}")
         if crossfade_frames > context_frames:
             raise ValueError("crossfade_frames must not exceed context_frames")
-        n, hop, fade = x.shape[0], self.hop_samples, crossfade_frames
+        n, hop = x.shape[0], self.hop_samples
         n_chunks = max(1, math.ceil(n / chunk_frames))
-        span = chunk_frames + 2 * context_frames
-        fade_in = 0.5 - 0.5 * torch.cos(torch.linspace(0, math.pi, fade * hop + 2)[1:-1])  # (fade * hop,)
-        pending: torch.Tensor | None = None  # the previous chunk's fade-out tail
+        span = min(n, chunk_frames + 2 * context_frames)
+        ramp = 0.5 - 0.5 * torch.cos(torch.linspace(0, math.pi, crossfade_frames * hop + 2)[1:-1])
+        pending = x.new_zeros(0)  # the previous chunk's output past its core, to fade out
         for first in range(0, n_chunks, batch_chunks):
-            idx = range(first, min(n_chunks, first + batch_chunks))
-            batch = x.new_zeros(len(idx), span, self.in_channels)  # zero input past both ends = silence
-            for j, k in enumerate(idx):
-                lo, hi = k * chunk_frames - context_frames, (k + 1) * chunk_frames + context_frames
-                src_lo, src_hi = max(lo, 0), min(hi, n)
-                batch[j, src_lo - lo : src_hi - lo] = x[src_lo:src_hi]
-            y = self(batch)  # (chunks, span * hop)
-            for j, k in enumerate(idx):
-                core_lo = k * chunk_frames
-                core_hi = min(n, core_lo + chunk_frames)
-                # this chunk's output from its core start to core end + fade (its fade-out tail)
-                a = (context_frames) * hop
-                b = (context_frames + core_hi - core_lo + fade) * hop
-                seg = y[j, a:b]
-                if pending is not None:
-                    seg = seg.clone()
-                    seg[: fade * hop] = seg[: fade * hop] * fade_in + pending * (1 - fade_in)
-                last = k == n_chunks - 1
-                if last:
-                    yield seg[: (core_hi - core_lo) * hop]
-                else:
-                    pending = seg[-fade * hop :] if fade else None
-                    yield seg[: -fade * hop] if fade else seg
+            chunks = range(first, min(n_chunks, first + batch_chunks))
+            starts = [max(0, min(k * chunk_frames - context_frames, n - span)) for k in chunks]
+            y = self(torch.stack([x[s : s + span] for s in starts]))  # (chunks, span * hop)
+            for k, lo in zip(chunks, starts):
+                core_lo, core_hi = k * chunk_frames, min(n, (k + 1) * chunk_frames)
+                tail_hi = min(core_hi + crossfade_frames, lo + span)
+                seg = y[k - first, (core_lo - lo) * hop : (tail_hi - lo) * hop]
+                if len(pending):
+                    fade_in = ramp[: len(pending)]
+                    head = seg[: len(pending)] * fade_in + pending * (1 - fade_in)
+                    seg = torch.cat([head, seg[len(pending) :]])
+                core = (core_hi - core_lo) * hop
+                pending = seg[core:]
+                yield seg[:core]
 
 
 def build_model(model_cfg, feature_cfg) -> PianoSynth:

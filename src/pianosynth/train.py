@@ -77,6 +77,7 @@ class TrainResult:
     step: int
     best_valid: float
     stopped: str  # "done", "budget" or "interrupted"
+    model: PianoSynth  # the trained model (this rank's copy; identical on every rank)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +117,19 @@ def model_from_checkpoint(state_or_path: dict | str | Path) -> tuple[PianoSynth,
     model.load_state_dict(state["model"])
     model.eval()
     return model, cfg
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> dict:
+    """Writes a slim copy of a checkpoint for shipping: config, weights, step, validation score.
+
+    The optimizer state and RNG are dropped (they only matter for resuming), which halves the size.
+    """
+    state = load_checkpoint(src)
+    slim = {k: state[k] for k in ("format", "version", "config", "model", "step", "best_valid", "elapsed_s")}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dst, slim)
+    return slim
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +293,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
 
     def checkpoint(path: Path) -> None:
         if writer_rank:
+            metrics_file.flush()
             save_checkpoint(
                 path,
                 {
@@ -326,12 +341,15 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
             step += 1
-            info = {"loss": float(loss), **criterion.last_terms}
+            info = {"loss": float(loss.detach()), **criterion.last_terms}
+            if tc.max_minutes > 0:
+                info["budget_left_min"] = max(0.0, tc.max_minutes - elapsed() / 60)
             reporter.step(step, info)
             if writer_rank:
                 metrics_csv.writerow([step, f"{elapsed():.1f}", "train", info["loss"], "", ""])
                 for k, val in info.items():
-                    writer.add_scalar(f"train/{k}", val, step)
+                    if k != "budget_left_min":
+                        writer.add_scalar(f"train/{k}", val, step)
             halt = _agree(stop["signal"] is not None or (tc.max_minutes > 0 and elapsed() >= tc.max_minutes * 60), world)
             if step % tc.valid_every == 0 or step == tc.steps or halt:
                 run_validation()
@@ -347,7 +365,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
         if writer is not None:
             writer.close()
             metrics_file.close()
-    return TrainResult(run_dir, step, best, stopped)
+    return TrainResult(run_dir, step, best, stopped, model)
 
 
 def _agree(flag: bool, world: int) -> bool:

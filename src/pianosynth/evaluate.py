@@ -1,0 +1,493 @@
+"""Objective metrics for models and baselines on fixed clips, and a listening page.
+
+Every system (trained models and baselines) renders the same clips of one split of a cache, and
+each output is compared with the reference render (FluidR3's grand piano) on mono audio resampled
+to 16 kHz, so that models at other sample rates compare fairly:
+
+- ``mrstft``: multi-resolution STFT distance, the mean over FFT sizes 512, 1024, 2048 (hop =
+  size/4, periodic Hann window, ``torch.stft`` centred with zero padding) of spectral convergence
+  ``||R| - |S||_F / ||R||_F`` plus the mean of ``|log(|R| + 1e-5) - log(|S| + 1e-5)|``, on audio
+  in [-1, 1] (``losses.MultiResolutionSTFTDistance``; cross-checked against auraloss in the tests);
+- ``lsd``: log-spectral distance in dB with FFT size 2048 (``losses.log_spectral_distance``);
+- ``loudness_r``: Pearson r between the frame RMS levels in dB over 50 ms frames;
+- ``note_f1``: basic-pitch transcribes the system's audio, and mir_eval scores it against the
+  input notes, onsets only, 50 ms tolerance;
+- ``speed``: for models, clip seconds synthesized per second of compute on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import FeatureConfig, RenderConfig
+from .dataset import Cache
+from .features import compute_features
+from .losses import MultiResolutionSTFTDistance, log_spectral_distance
+from .midi import Note, Performance, read_midi
+
+EVAL_SR = 16000
+MUSESCORE_SOUNDFONT = "/usr/share/sounds/sf3/MuseScore_General.sf3"
+METRICS = ("mrstft", "lsd", "loudness_r", "note_f1")
+LOWER_IS_BETTER = {"mrstft": True, "lsd": True, "loudness_r": False, "note_f1": False, "speed": False}
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation cannot run as asked (no such split, no source MIDI, missing tool)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Clips
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    index: int
+    piece: dict  # the cache manifest's record
+    start_s: float
+    seconds: float
+
+    @property
+    def name(self) -> str:
+        return f"clip{self.index:02d}"
+
+
+def choose_clips(cache: Cache, split: str, count: int, seconds: float) -> list[Clip]:
+    """``count`` clips of ``seconds``, deterministic: pieces in hashed order, round robin, each
+    piece's clips evenly spaced through it (frame-aligned to the cache's clock)."""
+    pieces = sorted(cache.split(split), key=lambda p: hashlib.sha1(p["file"].encode()).hexdigest())
+    if not pieces:
+        raise EvaluationError(f"{cache.dir}: no pieces in the {split!r} split")
+    fr = cache.features.frame_rate
+    per_piece = [count // len(pieces) + (1 if i < count % len(pieces) else 0) for i in range(len(pieces))]
+    clips = []
+    for piece, n in zip(pieces, per_piece):
+        room_s = max(0.0, piece["seconds"] - seconds)
+        for k in range(n):
+            start_frame = int(room_s * (k + 0.5) / n * fr)
+            clips.append((piece, start_frame / fr))
+    return [Clip(i, p, start, seconds) for i, (p, start) in enumerate(clips)]
+
+
+def clip_notes(perf: Performance, clip: Clip) -> list[Note]:
+    """Notes with an onset inside the clip, in clip time."""
+    t0, t1 = clip.start_s, clip.start_s + clip.seconds
+    return [replace(n, start_s=n.start_s - t0, end_s=min(n.end_s, t1) - t0) for n in perf.notes if t0 <= n.start_s < t1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def resample(audio: np.ndarray, sr_from: int, sr_to: int = EVAL_SR) -> np.ndarray:
+    """Band-limited polyphase resampling. audio: (samples,) -> (samples * sr_to / sr_from,)"""
+    if sr_from == sr_to:
+        return audio.astype(np.float32)
+    from scipy.signal import resample_poly
+
+    g = math.gcd(sr_from, sr_to)
+    return resample_poly(audio, sr_to // g, sr_from // g).astype(np.float32)
+
+
+_MRSTFT = MultiResolutionSTFTDistance(per_example=True)
+
+
+def spectral_metrics(audio: np.ndarray, ref: np.ndarray) -> dict:
+    """MR-STFT distance and LSD of ``audio`` against ``ref`` (both (samples,) at 16 kHz)."""
+    a, r = torch.from_numpy(audio)[None], torch.from_numpy(ref)[None]
+    with torch.no_grad():
+        return {"mrstft": float(_MRSTFT(a, r)[0]), "lsd": float(log_spectral_distance(a, r)[0])}
+
+
+def frame_rms_db(audio: np.ndarray, sr: int = EVAL_SR, frame_s: float = 0.05) -> np.ndarray:
+    """RMS level in dB of consecutive ``frame_s`` frames. (samples,) -> (frames,)"""
+    n = int(round(frame_s * sr))
+    frames = audio[: len(audio) // n * n].reshape(-1, n).astype(np.float64)
+    return 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-5)
+
+
+def loudness_correlation(audio: np.ndarray, ref: np.ndarray, sr: int = EVAL_SR) -> float:
+    """Pearson r of the 50 ms frame RMS in dB; NaN when either contour is constant (silence)."""
+    a, r = frame_rms_db(audio, sr), frame_rms_db(ref, sr)
+    if np.std(a) < 1e-9 or np.std(r) < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a, r)[0, 1])
+
+
+def midi_to_hz(pitch: np.ndarray) -> np.ndarray:
+    return 440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69) / 12)
+
+
+def onset_f1(ref_notes: list[Note], est: list[tuple[float, float, int]], tolerance_s: float = 0.05) -> float:
+    """mir_eval note F1 on onsets only (pitch within 50 cents, onset within ``tolerance_s``).
+
+    est: (start_s, end_s, midi_pitch) triples. NaN when the clip has no reference notes.
+    """
+    import mir_eval
+
+    if not ref_notes:
+        return float("nan")
+    if not est:
+        return 0.0
+    ref_iv = np.array([[n.start_s, max(n.end_s, n.start_s + 1e-3)] for n in ref_notes])
+    est_iv = np.array([[s, max(e, s + 1e-3)] for s, e, _ in est])
+    _, _, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ref_iv, midi_to_hz([n.pitch for n in ref_notes]), est_iv, midi_to_hz([p for _, _, p in est]),
+        onset_tolerance=tolerance_s, offset_ratio=None,
+    )  # fmt: skip
+    return float(f1)
+
+
+class BasicPitch:
+    """basic-pitch's ICASSP 2022 model through onnxruntime (the .onnx file ships in its wheel)."""
+
+    def __init__(self):
+        try:
+            from basic_pitch import ICASSP_2022_MODEL_PATH
+            from basic_pitch.inference import Model
+        except ImportError as e:
+            raise EvaluationError(f"basic-pitch is not installed ({e}); run 'make setup'") from e
+        path = Path(ICASSP_2022_MODEL_PATH)
+        onnx = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
+        if not onnx.is_file():
+            onnx = Path(str(path).rstrip("/")).parent / "nmp.onnx"
+        self.model = Model(str(onnx))
+
+    def transcribe(self, audio: np.ndarray, sr: int) -> list[tuple[float, float, int]]:
+        """(start_s, end_s, midi_pitch) of the notes basic-pitch hears in ``audio``."""
+        import tempfile
+
+        import soundfile as sf
+        from basic_pitch.inference import predict
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "a.wav"
+            sf.write(path, audio, sr)
+            _, _, events = predict(str(path), self.model)
+        return [(float(s), float(e), int(p)) for s, e, p, *_ in events]
+
+
+# ---------------------------------------------------------------------------------------------
+# Systems
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class System:
+    """A named way of turning a clip into audio: returns (audio at ``sr``, compute seconds)."""
+
+    name: str
+    kind: str  # "model", "baseline" or "reference"
+    render: Callable[[Clip], tuple[np.ndarray, float]]
+    sr: int
+
+
+class _Pieces:
+    """Source MIDI and full-piece FluidSynth renders, computed once per piece and reused."""
+
+    def __init__(self, cache: Cache):
+        self.cache = cache
+        self._perf: dict[str, Performance] = {}
+        self._renders: dict[tuple, np.ndarray] = {}
+
+    def perf(self, piece: dict) -> Performance:
+        if piece["file"] not in self._perf:
+            path = piece.get("path")
+            if not path or not Path(path).is_file():
+                raise EvaluationError(
+                    f"{self.cache.dir}: the source MIDI of {piece['file']} is not at {path!r}; run prepare again"
+                )
+            self._perf[piece["file"]] = read_midi(path)
+        return self._perf[piece["file"]]
+
+    def rendered(self, piece: dict, render_cfg: RenderConfig, velocity: int | None) -> np.ndarray:
+        """The whole piece through FluidSynth (optionally with every velocity set), float32."""
+        from .render import render
+
+        key = (piece["file"], render_cfg, velocity)
+        if key not in self._renders:
+            perf = self.perf(piece)
+            if velocity is not None:
+                perf = replace(perf, notes=[replace(n, velocity=velocity) for n in perf.notes])
+            fc = self.cache.features
+            self._renders[key] = render(perf, render_cfg, fc, piece["frames"] * fc.hop_samples)
+        return self._renders[key]
+
+
+def _cut(audio: np.ndarray, clip: Clip, sr: int) -> np.ndarray:
+    lo = int(round(clip.start_s * sr))
+    n = int(round(clip.seconds * sr))
+    out = np.zeros(n, dtype=np.float32)
+    seg = audio[lo : lo + n]
+    out[: len(seg)] = seg
+    return out
+
+
+def reference_system(cache: Cache) -> System:
+    sr = cache.features.sample_rate
+
+    def render(clip: Clip):
+        _, y = cache.load(clip.piece)
+        return _cut(np.asarray(y, dtype=np.float32) / 32767.0, clip, sr), 0.0
+
+    return System("reference (FluidR3 grand)", "reference", render, sr)
+
+
+def silence_system() -> System:
+    return System("silence", "baseline", lambda clip: (np.zeros(int(round(clip.seconds * EVAL_SR)), np.float32), 0.0), EVAL_SR)
+
+
+def sine_system(pieces: _Pieces, reference: System) -> System:
+    """pretty_midi's sine synthesis of the clip's notes, scaled to the reference clip's RMS
+    (pretty_midi's own output level is arbitrary)."""
+    import pretty_midi
+
+    def render(clip: Clip):
+        inst = pretty_midi.Instrument(program=0)
+        for n in clip_notes(pieces.perf(clip.piece), clip):
+            inst.notes.append(pretty_midi.Note(n.velocity, n.pitch, n.start_s, n.end_s))
+        audio = np.zeros(int(round(clip.seconds * EVAL_SR)), np.float32)
+        if inst.notes:
+            synth = inst.synthesize(fs=EVAL_SR).astype(np.float32)[: len(audio)]
+            audio[: len(synth)] = synth
+        ref = resample(reference.render(clip)[0], reference.sr)
+        rms, ref_rms = np.sqrt(np.mean(audio**2)), np.sqrt(np.mean(ref**2))
+        return (audio * (ref_rms / rms) if rms > 0 else audio), 0.0
+
+    return System("sine (pretty_midi)", "baseline", render, EVAL_SR)
+
+
+def soundfont_system(pieces: _Pieces, name: str, render_cfg: RenderConfig, velocity: int | None = None) -> System:
+    sr = pieces.cache.features.sample_rate
+
+    def render(clip: Clip):
+        return _cut(pieces.rendered(clip.piece, render_cfg, velocity), clip, sr), 0.0
+
+    return System(name, "baseline", render, sr)
+
+
+def model_system(path: str | Path, pieces: _Pieces, context_seconds: float = 4.0, name: str | None = None) -> System:
+    """A checkpoint synthesizing each clip from its own features, with real context either side."""
+    from .train import model_from_checkpoint
+
+    model, cfg = model_from_checkpoint(path)
+    fc: FeatureConfig = cfg.features
+    feats: dict[str, torch.Tensor] = {}
+
+    def render(clip: Clip):
+        key = clip.piece["file"]
+        if key not in feats:  # features exactly as prepare computes them, with the model's config
+            feats[key] = torch.from_numpy(compute_features(pieces.perf(clip.piece), fc))
+        x = feats[key]
+        lo = max(0, int(round((clip.start_s - context_seconds) * fc.frame_rate)))
+        hi = min(len(x), int(round((clip.start_s + clip.seconds + context_seconds) * fc.frame_rate)))
+        t = time.perf_counter()
+        audio = torch.cat(list(model.synthesize(x[lo:hi], chunk_frames=hi - lo, context_frames=0, crossfade_frames=0)))
+        elapsed = time.perf_counter() - t
+        shifted = replace(clip, start_s=clip.start_s - lo / fc.frame_rate)
+        return _cut(audio.numpy(), shifted, fc.sample_rate), elapsed
+
+    label = name or Path(path).stem
+    return System(f"{label} ({cfg.model.decoder}, {'+'.join(cfg.train.loss)})", "model", render, fc.sample_rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    cache: Cache,
+    models: list[str | Path],
+    out_dir: str | Path,
+    split: str = "test",
+    clips: int = 12,
+    seconds: float = 30.0,
+    baselines: bool = True,
+    transcribe: bool = True,
+    progress: Callable[[str], None] | None = None,
+    model_names: list[str] | None = None,
+) -> dict:
+    """Runs every system on the same clips, writes metrics.json, metrics.md and index.html."""
+    import soundfile as sf
+
+    out = Path(out_dir)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    chosen = choose_clips(cache, split, clips, seconds)
+    pieces = _Pieces(cache)
+    ref = reference_system(cache)
+    systems = [ref]
+    if baselines:
+        systems += [
+            silence_system(),
+            sine_system(pieces, ref),
+            soundfont_system(pieces, "MuseScore General grand (FluidSynth)", RenderConfig(soundfont=MUSESCORE_SOUNDFONT)),
+            soundfont_system(pieces, "FluidR3 grand, every velocity 64", cache.render, velocity=64),
+        ]
+    names = model_names or [None] * len(models)
+    systems += [model_system(m, pieces, name=n) for m, n in zip(models, names)]
+    transcriber = BasicPitch() if transcribe else None
+
+    rows: dict[str, list[dict]] = {s.name: [] for s in systems}
+    clip_info = []
+    for clip in chosen:
+        if progress:
+            progress(f"{clip.name}: {clip.piece['file']} from {clip.start_s:.1f} s")
+        notes = clip_notes(pieces.perf(clip.piece), clip)
+        ref16 = resample(ref.render(clip)[0], ref.sr)
+        clip_info.append({"name": clip.name, "file": clip.piece["file"], "start_s": clip.start_s, "seconds": clip.seconds, "notes": len(notes)})
+        plot_piano_roll(notes, clip.seconds, out / "img" / f"{clip.name}_roll.png")
+        for si, system in enumerate(systems):
+            audio, compute_s = system.render(clip)
+            a16 = resample(audio, system.sr)
+            row = spectral_metrics(a16, ref16)
+            row["loudness_r"] = loudness_correlation(a16, ref16)
+            row["note_f1"] = onset_f1(notes, transcriber.transcribe(a16, EVAL_SR)) if transcriber else float("nan")
+            row["speed"] = clip.seconds / compute_s if system.kind == "model" and compute_s > 0 else float("nan")
+            rows[system.name].append(row)
+            tag = f"{clip.name}_s{si}"
+            sf.write(out / "audio" / f"{tag}.wav", np.clip(a16, -1, 1), EVAL_SR, subtype="PCM_16")
+            plot_spectrogram_small(a16, out / "img" / f"{tag}.png")
+    summary = {name: _summarise(r) for name, r in rows.items()}
+    result = {
+        "cache": cache.dir.name,
+        "split": split,
+        "clips": clip_info,
+        "systems": [{"name": s.name, "kind": s.kind, "sr": s.sr} for s in systems],
+        "per_clip": rows,
+        "summary": summary,
+        "definitions": __doc__,
+    }
+    _write_text(out / "metrics.json", json.dumps(result, indent=1, default=_nan_to_none))
+    _write_text(out / "metrics.md", metrics_table(result))
+    _write_text(out / "index.html", listening_page(result))
+    return result
+
+
+def _nan_to_none(x):
+    return None
+
+
+def _summarise(rows: list[dict]) -> dict:
+    out = {}
+    for key in (*METRICS, "speed"):
+        vals = np.array([r[key] for r in rows], dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        out[key] = {"mean": float(vals.mean()) if len(vals) else None, "std": float(vals.std()) if len(vals) else None, "n": int(len(vals))}
+    return out
+
+
+def _fmt(stat: dict, digits: int) -> str:
+    if stat["mean"] is None:
+        return "—"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def metrics_table(result: dict) -> str:
+    """A markdown table: one row per system, mean ± standard deviation over clips."""
+    head = "| system | MR-STFT ↓ | LSD dB ↓ | loudness r ↑ | note F1 ↑ | speed (× real time) ↑ |\n"
+    head += "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+    lines = []
+    for s in result["systems"]:
+        m = result["summary"][s["name"]]
+        speed = "—" if m["speed"]["mean"] is None else f"{m['speed']['mean']:.0f}"
+        lines.append(
+            f"| {s['name']} | {_fmt(m['mrstft'], 3)} | {_fmt(m['lsd'], 2)} | {_fmt(m['loudness_r'], 3)} | "
+            f"{_fmt(m['note_f1'], 3)} | {speed} |"
+        )
+    n = len(result["clips"])
+    secs = result["clips"][0]["seconds"] if n else 0
+    return f"{n} clips of {secs:g} s from the {result['split']} split of `{result['cache']}`; mean ± std over clips.\n\n" + head + "\n".join(lines) + "\n"
+
+
+def listening_page(result: dict) -> str:
+    """A self-contained HTML page (no network, no scripts) with players, spectrograms, rolls."""
+    import html
+
+    def md_to_html_table(md: str) -> str:
+        rows = [r for r in md.splitlines() if r.startswith("|") and not r.startswith("| ---")]
+        cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+        out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells[0]) + "</tr>"]
+        for r in cells[1:]:
+            out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
+        return "\n".join(out + ["</table>"])
+
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>pianosynth listening page</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+        ".grid{display:grid;grid-template-columns:260px 320px 1fr;gap:6px;align-items:center}"
+        "img{max-width:100%}audio{width:300px}h2{margin-top:2em}</style></head><body>",
+        "<h1>pianosynth: listening page</h1>",
+        f"<p>Every system renders the same clips of the <b>{html.escape(result['split'])}</b> split of "
+        f"<code>{html.escape(result['cache'])}</code>; metrics compare each with the reference at 16 kHz.</p>",
+        md_to_html_table(metrics_table(result)),
+    ]
+    for clip in result["clips"]:
+        parts.append(
+            f"<h2>{clip['name']}: {html.escape(clip['file'])}, {clip['start_s']:.1f}–{clip['start_s'] + clip['seconds']:.1f} s"
+            f" ({clip['notes']} notes)</h2>"
+        )
+        parts.append(f"<p><img src='img/{clip['name']}_roll.png' alt='piano roll of {clip['name']}'></p><div class='grid'>")
+        for si, s in enumerate(result["systems"]):
+            tag = f"{clip['name']}_s{si}"
+            parts.append(
+                f"<div>{html.escape(s['name'])}</div><audio controls preload='metadata' src='audio/{tag}.wav'></audio>"
+                f"<img src='img/{tag}.png' alt='spectrogram of {html.escape(s['name'])}'>"
+            )
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def plot_spectrogram_small(audio: np.ndarray, path: Path) -> None:
+    """A small spectrogram image (16 kHz audio) for the listening page."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = torch.stft(torch.from_numpy(audio), 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
+    db = 20 * torch.log10(spec + 1e-5).numpy()
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0, extent=[0, len(audio) / EVAL_SR, 0, 8])
+    ax.set_ylabel("kHz")
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_piano_roll(notes: list[Note], seconds: float, path: Path) -> None:
+    """The clip's input notes as a piano roll, shaded by velocity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    for n in notes:
+        ax.add_patch(plt.Rectangle((n.start_s, n.pitch - 0.4), n.end_s - n.start_s, 0.8, color=plt.cm.viridis(n.velocity / 127)))
+    ax.set_xlim(0, seconds)
+    ax.set_ylim(20, 109)
+    ax.set_ylabel("key")
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

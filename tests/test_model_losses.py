@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from pianosynth.losses import (
+    ComplexSTFTLoss,
+    L1Loss,
     LogMagLoss,
     MSELoss,
     MultiResolutionSTFTDistance,
@@ -79,8 +81,9 @@ def test_future_frames_change_the_past_only_when_bidirectional(bidirectional):
         assert changed == 0.0
 
 
-def test_gradients_reach_every_parameter():
-    model = tiny()
+@pytest.mark.parametrize("decoder", ["frames", "istft"])
+def test_gradients_reach_every_parameter(decoder):
+    model = tiny(decoder=decoder)
     loss = WeightedLoss({"logmag": 1.0, "mse": 1.0})(model(torch.rand(2, 20, 12)), torch.randn(2, 320))
     loss.backward()
     for name, p in model.named_parameters():
@@ -96,9 +99,10 @@ def test_batched_equals_one_by_one():
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("decoder", ["frames", "istft"])
 @pytest.mark.parametrize("frames", [1, 37, 300, 1001])
-def test_chunked_synthesis_matches_whole_sequence(frames):
-    model = tiny().eval()
+def test_chunked_synthesis_matches_whole_sequence(frames, decoder):
+    model = tiny(decoder=decoder).eval()
     torch.manual_seed(1)
     x = (torch.rand(frames, 12) > 0.8).float()
     with torch.no_grad():
@@ -125,7 +129,8 @@ def test_chunked_synthesis_needs_its_context():
 
 def test_losses_are_zero_on_identical_inputs():
     y = torch.randn(2, 4096)
-    for loss in (MSELoss(), LogMagLoss(), MultiResolutionSTFTDistance(), WeightedLoss({"mse": 1, "logmag": 2})):
+    for loss in (MSELoss(), L1Loss(), LogMagLoss(), MultiResolutionSTFTDistance(), ComplexSTFTLoss(),
+                 WeightedLoss({"mse": 1, "logmag": 2})):  # fmt: skip
         assert float(loss(y, y)) == 0.0
     assert torch.equal(log_spectral_distance(y, y), torch.zeros(2))
 
@@ -170,3 +175,26 @@ def test_distance_grows_with_noise():
     mr = MultiResolutionSTFTDistance()
     d = [float(mr(target + level * noise, target)) for level in (0.0, 0.001, 0.01, 0.1)]
     assert d == sorted(d) and d[0] == 0.0 and d[-1] > d[1]
+
+
+def test_phase_losses_see_what_magnitude_losses_miss():
+    # A sign flip keeps every STFT magnitude: logmag and MR-STFT are blind to it, the phase-aware
+    # terms are not. Complex STFT L1 of -y against y is 2 * (mean|Re| + mean|Im|) / mean|T|.
+    torch.manual_seed(0)
+    y = torch.randn(2, 8000)
+    assert float(LogMagLoss()(-y, y)) == 0.0
+    assert float(MultiResolutionSTFTDistance()(-y, y)) == 0.0
+    assert float(L1Loss()(-y, y)) == pytest.approx(float(2 * y.abs().mean()))
+    loss = ComplexSTFTLoss(fft_sizes=(512,))
+    t = torch.stft(y, 512, 128, window=torch.hann_window(512), center=True, pad_mode="constant", return_complex=True)
+    expected = 2 * (t.real.abs().mean() + t.imag.abs().mean()) / t.abs().mean()
+    assert float(loss(-y, y)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_istft_decoder_shapes_and_validation():
+    from pianosynth.model import ISTFTDecoder
+
+    dec = ISTFTDecoder(in_channels=4, hop_samples=16)
+    assert dec.n_fft == 64 and dec(torch.rand(3, 10, 4)).shape == (3, 160)
+    with pytest.raises(ValueError, match="n_fft must be even"):
+        ISTFTDecoder(4, 16, n_fft=20)

@@ -103,3 +103,24 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path):
         (tmp_path / "y.wav").write_bytes(b"keep me")
         synthesize_file(midi, tmp_path / "y.wav", model_path=ckpt)
     assert (tmp_path / "y.wav").read_bytes() == b"keep me"
+
+
+def test_export_drops_the_optimizer_and_still_synthesizes(trained, tmp_path):
+    ckpt, midi = trained
+    slim = tmp_path / "slim.pt"
+    proc = cli("export", str(ckpt), "-o", str(slim))
+    assert proc.returncode == 0, proc.stderr
+    state = torch.load(slim, weights_only=False)
+    assert "optimizer" not in state and "rng" not in state
+    assert slim.stat().st_size < ckpt.stat().st_size
+    a = synthesize_file(midi, tmp_path / "a.wav", model_path=ckpt)
+    b = synthesize_file(midi, tmp_path / "b.wav", model_path=slim)
+    assert np.array_equal(sf.read(a.path)[0], sf.read(b.path)[0])
+    assert cli("export", str(ckpt), "-o", str(slim)).returncode == 1  # no overwrite without --force
+
+
+def test_demo_with_a_given_model(trained, tmp_path):
+    ckpt, _ = trained
+    proc = cli("demo", "--out", str(tmp_path), "--model", str(ckpt), "--bars", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "demo.wav").is_file() and (tmp_path / "demo.png").is_file()

@@ -98,7 +98,50 @@ def log_spectral_distance(pred: torch.Tensor, target: torch.Tensor, n_fft: int =
     return torch.sqrt(torch.mean(diff**2, dim=1)).mean(dim=1)
 
 
-LOSSES = {"mse": MSELoss, "logmag": LogMagLoss, "mrstft": MultiResolutionSTFTDistance}
+class ComplexSTFTLoss(nn.Module):
+    """Phase-sensitive: mean |Re P - Re T| + |Im P - Im T| of the complex STFT, over FFT sizes
+    512, 1024 and 2048 (hop size/4), each normalised by the target's mean magnitude so that the
+    term does not vanish on quiet audio. Magnitude-only losses are blind to a sign flip or a
+    drifting phase; this one is not, which pushes the decoder towards consistent phase from one
+    window to the next.
+
+    pred, target: (batch, samples) -> scalar
+    """
+
+    def __init__(self, fft_sizes: tuple[int, ...] = (512, 1024, 2048)):
+        super().__init__()
+        self.sizes = fft_sizes
+        for n in fft_sizes:
+            self.register_buffer(f"window_{n}", torch.hann_window(n, periodic=True), persistent=False)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for n in self.sizes:
+            w = getattr(self, f"window_{n}")
+            p = torch.stft(pred, n, n // 4, window=w, center=True, pad_mode="constant", return_complex=True)
+            t = torch.stft(target, n, n // 4, window=w, center=True, pad_mode="constant", return_complex=True)
+            scale = t.abs().mean().clamp_min(1e-7)
+            total = total + (torch.mean(torch.abs(p.real - t.real)) + torch.mean(torch.abs(p.imag - t.imag))) / scale
+        return total / len(self.sizes)
+
+
+class L1Loss(nn.Module):
+    """Time-domain mean absolute error: phase-sensitive, meant for a low weight.
+
+    pred, target: (batch, samples) -> scalar
+    """
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.mean(torch.abs(pred - target))
+
+
+LOSSES = {
+    "mse": MSELoss,
+    "l1": L1Loss,
+    "logmag": LogMagLoss,
+    "mrstft": MultiResolutionSTFTDistance,
+    "complex": ComplexSTFTLoss,
+}
 
 
 class WeightedLoss(nn.Module):

@@ -61,6 +61,10 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs"))
     parser.add_argument("--only", nargs="*", default=None, help="variant names to run")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the doc from results.json")
+    parser.add_argument(
+        "--curves", nargs="*", default=[], metavar="LABEL=RUN_DIR",
+        help="longer runs (trained side by side) whose valid curves to plot instead of the budget runs'",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -120,11 +124,17 @@ def write_report(results: dict, cache: Cache, out: Path, args) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name in ("base (gru, 2 layers, batch 16, 2 s, logmag, bidirectional)", "loss=mse", "loss=mse+logmag"):
-        if name in results:
-            t, d = zip(*results[name]["curve"])
-            label = {"loss=mse": "mse", "loss=mse+logmag": "mse + logmag"}.get(name, "logmag (base)")
+    if args.curves:
+        for item in args.curves:
+            label, run_dir = item.split("=", 1)
+            t, d = zip(*read_curve(Path(run_dir) / "metrics.csv"))
             ax.plot(np.array(t) / 60, d, marker=".", label=label)
+    else:
+        for name in ("base (gru, 2 layers, batch 16, 2 s, logmag, bidirectional)", "loss=mse", "loss=mse+logmag"):
+            if name in results:
+                t, d = zip(*results[name]["curve"])
+                label = {"loss=mse": "mse", "loss=mse+logmag": "mse + logmag"}.get(name, "logmag (base)")
+                ax.plot(np.array(t) / 60, d, marker=".", label=label)
     ax.set_xlabel("wall-clock minutes (1 CPU thread)")
     ax.set_ylabel("valid MR-STFT distance (lower is better)")
     ax.set_title("Training loss: log-magnitude vs time-domain MSE")

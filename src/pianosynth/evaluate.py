@@ -153,9 +153,13 @@ class BasicPitch:
     """basic-pitch's ICASSP 2022 model through onnxruntime (the .onnx file ships in its wheel)."""
 
     def __init__(self):
+        import warnings
+
         try:
-            from basic_pitch import ICASSP_2022_MODEL_PATH
-            from basic_pitch.inference import Model
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # resampy's pkg_resources notice
+                from basic_pitch import ICASSP_2022_MODEL_PATH
+                from basic_pitch.inference import Model
         except ImportError as e:
             raise EvaluationError(f"basic-pitch is not installed ({e}); run 'make setup'") from e
         path = Path(ICASSP_2022_MODEL_PATH)
@@ -166,6 +170,8 @@ class BasicPitch:
 
     def transcribe(self, audio: np.ndarray, sr: int) -> list[tuple[float, float, int]]:
         """(start_s, end_s, midi_pitch) of the notes basic-pitch hears in ``audio``."""
+        import contextlib
+        import io
         import tempfile
 
         import soundfile as sf
@@ -174,7 +180,8 @@ class BasicPitch:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "a.wav"
             sf.write(path, audio, sr)
-            _, _, events = predict(str(path), self.model)
+            with contextlib.redirect_stdout(io.StringIO()):  # predict() prints a line per file
+                _, _, events = predict(str(path), self.model)
         return [(float(s), float(e), int(p)) for s, e, p, *_ in events]
 
 

@@ -1,0 +1,62 @@
+"""Synthesis speed of a checkpoint against FluidSynth on the same MIDI, measured side by side.
+
+    python benchmarks/synthesis_speed.py [--model CKPT] [--minutes 5] [--repeats 3]
+
+Writes a generated piece of about ``--minutes`` minutes, then times (best of ``--repeats``)
+``pianosynth.synthesize.synthesize_file`` and FluidSynth rendering the same events at the same
+sample rate. Prints both as multiples of real time and their ratio. Not a test: timings on a
+shared machine are noisy, so only the ratio measured in one run is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pianosynth.examples import generate_piece
+from pianosynth.features import n_frames_for
+from pianosynth.midi import write_midi
+from pianosynth.render import render
+from pianosynth.synthesize import default_model_path, synthesize_file
+from pianosynth.train import model_from_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model_path = args.model or default_model_path()
+    _, cfg = model_from_checkpoint(model_path)
+    bars = max(1, round(args.minutes * 60 / (4 * 60 / 96)))  # 96 bpm, 4 beats a bar
+    perf = generate_piece(seed=0, bars=bars, bpm=96.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        midi = Path(tmp) / "piece.mid"
+        write_midi(perf, midi)
+        seconds = n_frames_for(perf, cfg.features) * cfg.features.hop_samples / cfg.features.sample_rate
+        ours, theirs = [], []
+        for i in range(args.repeats):
+            t = time.perf_counter()
+            synthesize_file(midi, Path(tmp) / f"out{i}.wav", model_path=model_path, force=True)
+            ours.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            render(perf, cfg.render, cfg.features, int(seconds * cfg.features.sample_rate))
+            theirs.append(time.perf_counter() - t)
+    o, f = seconds / min(ours), seconds / min(theirs)
+    print(f"piece: {seconds / 60:.2f} min at {cfg.features.sample_rate} Hz; model {Path(model_path).name} "
+          f"({cfg.model.cell} x{cfg.model.layers}, hidden {cfg.model.hidden}, {cfg.model.decoder}); "
+          f"{args.threads} torch thread(s); best of {args.repeats}")  # fmt: skip
+    print(f"pianosynth synthesize: {o:.1f}x real time ({min(ours):.2f} s)")
+    print(f"fluidsynth render:     {f:.1f}x real time ({min(theirs):.2f} s)")
+    print(f"ratio pianosynth/fluidsynth speed: {o / f:.3f}")
+
+
+if __name__ == "__main__":
+    main()

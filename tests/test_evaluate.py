@@ -140,7 +140,7 @@ def test_evaluate_writes_metrics_and_a_page(tiny):
     model_row = result["summary"][names[-1]]
     assert model_row["speed"]["mean"] > 0
     table = (out / "metrics.md").read_text()
-    assert table.count("\n| ") == len(names) + 1  # header + one row per system
+    assert table.count("\n| ") == len(names) + 2  # header, separator, one row per system
     page = (out / "index.html").read_text()
     assert "<script" not in page and "http" not in page
     assert page.count("<audio") == 2 * len(names)

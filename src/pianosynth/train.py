@@ -332,7 +332,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             loss = criterion(ddp_model(x), y)
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"loss became {float(loss)} at step {step + 1}; stopped. The last good checkpoint is "
+                    f"loss became {float(loss.detach())} at step {step + 1}; stopped. The last good checkpoint is "
                     f"{last_path if last_path.exists() else '(none yet)'}; try a lower train.learning_rate"
                 )
             optimizer.zero_grad(set_to_none=True)

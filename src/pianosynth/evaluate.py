@@ -38,7 +38,6 @@ from .midi import Note, Performance, read_midi
 EVAL_SR = 16000
 MUSESCORE_SOUNDFONT = "/usr/share/sounds/sf3/MuseScore_General.sf3"
 METRICS = ("mrstft", "lsd", "loudness_r", "note_f1")
-LOWER_IS_BETTER = {"mrstft": True, "lsd": True, "loudness_r": False, "note_f1": False, "speed": False}
 
 
 class EvaluationError(RuntimeError):

@@ -132,11 +132,6 @@ def performance_from_pretty_midi(pm, name: str = "<midi>") -> Performance:
     return Performance(notes, pedals, end_s, out_of_range, drum_notes, warnings)
 
 
-def midi_duration_s(path: str | Path) -> float:
-    """Duration of a MIDI file in seconds (last note-off or controller), or raises MidiError."""
-    return read_midi(path).end_s
-
-
 def write_midi(
     perf: Performance, path: str | Path, program: int = 0, bank: int = 0, ticks_per_beat: int = 960
 ) -> None:

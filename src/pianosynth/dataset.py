@@ -21,7 +21,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import Config, FeatureConfig, RenderConfig, config_from_dict, stable_hash
+from .fileio import atomic_write
 from .features import check_alignment, compute_features, dequantize, n_frames_for, quantize
 from .midi import MidiError, read_midi
 
@@ -160,28 +160,17 @@ def cache_key(sources: list[SourceFile], cfg: Config) -> str:
     )
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Writes through ``write(tmp_path)`` then renames into place, so ``path`` is whole or absent."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.save(f, array)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def save_json(path: Path, data: dict) -> None:
     """Writes JSON atomically (temporary file, then rename)."""
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
 
 
 def prepare_piece(src: SourceFile, pieces_dir: Path, features: FeatureConfig, render_cfg: RenderConfig) -> dict:

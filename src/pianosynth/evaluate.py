@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from .config import FeatureConfig, RenderConfig
 from .dataset import Cache
 from .features import compute_features
+from .fileio import atomic_write
 from .losses import MultiResolutionSTFTDistance, log_spectral_distance
 from .midi import Note, Performance, read_midi
 
@@ -459,9 +459,7 @@ def listening_page(result: dict) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def plot_spectrogram_small(audio: np.ndarray, path: Path) -> None:

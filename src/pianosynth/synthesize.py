@@ -17,6 +17,7 @@ import soundfile as sf
 import torch
 
 from .features import compute_features
+from .fileio import atomic_write
 from .midi import read_midi
 from .train import model_from_checkpoint
 
@@ -141,7 +142,7 @@ def plot_spectrogram(audio: np.ndarray, sample_rate: int, path: Path, title: str
     ax.set_ylabel("frequency (kHz)")
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100), suffix=".png")
+    finally:
+        plt.close(fig)

@@ -38,6 +38,7 @@ import yaml
 from . import __version__
 from .config import Config, config_from_dict, stable_hash
 from .dataset import Cache, CropDataset
+from .fileio import atomic_write
 from .losses import MultiResolutionSTFTDistance, WeightedLoss, log_spectral_distance
 from .model import PianoSynth, build_model
 
@@ -87,13 +88,7 @@ class TrainResult:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary file, then rename: a checkpoint is whole or absent."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chunk-seconds", type=float, default=None, help="default: synthesize's default")
+    parser.add_argument("--context-seconds", type=float, default=None, help="default: synthesize's default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_path = args.model or default_model_path()
@@ -44,7 +46,8 @@ def main() -> None:
         ours, theirs = [], []
         for i in range(args.repeats):
             t = time.perf_counter()
-            synthesize_file(midi, Path(tmp) / f"out{i}.wav", model_path=model_path, force=True)
+            chunking = {k: v for k, v in (("chunk_seconds", args.chunk_seconds), ("context_seconds", args.context_seconds)) if v}
+            synthesize_file(midi, Path(tmp) / f"out{i}.wav", model_path=model_path, force=True, **chunking)
             ours.append(time.perf_counter() - t)
             t = time.perf_counter()
             render(perf, cfg.render, cfg.features, int(seconds * cfg.features.sample_rate))
@@ -52,7 +55,8 @@ def main() -> None:
     o, f = seconds / min(ours), seconds / min(theirs)
     print(f"piece: {seconds / 60:.2f} min at {cfg.features.sample_rate} Hz; model {Path(model_path).name} "
           f"({cfg.model.cell} x{cfg.model.layers}, hidden {cfg.model.hidden}, {cfg.model.decoder}); "
-          f"{args.threads} torch thread(s); best of {args.repeats}")  # fmt: skip
+          f"{args.threads} torch thread(s); chunks {args.chunk_seconds or 'default'} s, context "
+          f"{args.context_seconds or 'default'} s; best of {args.repeats}")  # fmt: skip
     print(f"pianosynth synthesize: {o:.1f}x real time ({min(ours):.2f} s)")
     print(f"fluidsynth render:     {f:.1f}x real time ({min(theirs):.2f} s)")
     print(f"ratio pianosynth/fluidsynth speed: {o / f:.3f}")

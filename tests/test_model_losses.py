@@ -81,7 +81,7 @@ def test_future_frames_change_the_past_only_when_bidirectional(bidirectional):
         assert changed == 0.0
 
 
-@pytest.mark.parametrize("decoder", ["frames", "istft"])
+@pytest.mark.parametrize("decoder", ["frames", "istft", "ddsp"])
 def test_gradients_reach_every_parameter(decoder):
     model = tiny(decoder=decoder)
     loss = WeightedLoss({"logmag": 1.0, "mse": 1.0})(model(torch.rand(2, 20, 12)), torch.randn(2, 320))
@@ -99,7 +99,7 @@ def test_batched_equals_one_by_one():
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("decoder", ["frames", "istft"])
+@pytest.mark.parametrize("decoder", ["frames", "istft", "ddsp"])
 @pytest.mark.parametrize("frames", [1, 37, 300, 1001])
 def test_chunked_synthesis_matches_whole_sequence(frames, decoder):
     model = tiny(decoder=decoder).eval()
@@ -198,3 +198,70 @@ def test_istft_decoder_shapes_and_validation():
     assert dec.n_fft == 64 and dec(torch.rand(3, 10, 4)).shape == (3, 160)
     with pytest.raises(ValueError, match="n_fft must be even"):
         ISTFTDecoder(4, 16, n_fft=20)
+
+
+# ---------------------------------------------------------------------------------------------
+# the ddsp decoder
+# ---------------------------------------------------------------------------------------------
+
+
+def one_partial(dec, key: int, k: int, logit: float = 3.0) -> float:
+    """Silences every partial but the k-th of ``key`` and the noise; returns that partial's
+    amplitude."""
+    from pianosynth.model import exp_sigmoid
+
+    j = int(((dec.partial_key == key) & (dec.partial_k == k)).nonzero())
+    with torch.no_grad():
+        dec.amp.weight.zero_()
+        dec.amp.bias.fill_(-60.0)
+        dec.amp.bias[j] = logit
+        dec.noise.weight.zero_()
+        dec.noise.bias.fill_(-60.0)
+    return float(exp_sigmoid(torch.tensor(logit)))
+
+
+def test_ddsp_partials_are_stretched_by_inharmonicity():
+    from pianosynth.model import DDSPDecoder, typical_inharmonicity
+
+    sr, hop = 16000, 64
+    dec = DDSPDecoder(in_channels=4, hop_samples=hop, sample_rate=sr)
+    key, k = 48, 7  # A4 (440 Hz), 7th partial
+    one_partial(dec, key, k)
+    with torch.no_grad():
+        y = dec(torch.zeros(1, sr // hop * 4, 4))[0]  # 4 s: 0.25 Hz FFT bins
+    spec = torch.fft.rfft(y * torch.hann_window(len(y)))
+    peak_hz = float(spec.abs().argmax()) * sr / len(y)
+    b = float(typical_inharmonicity(torch.tensor(key)))
+    stretched = k * 440.0 * math.sqrt(1 + b * k * k)
+    assert b > 1e-4 and stretched - 7 * 440.0 > 5.0  # far enough from the harmonic to tell apart
+    assert peak_hz == pytest.approx(stretched, abs=0.3)
+
+
+@pytest.mark.parametrize("offset", [0, 3, 123457])
+def test_ddsp_phase_runs_on_from_the_sequence_start(offset):
+    # A constant amplitude gives exactly one sinusoid, a * sin(omega * s), whatever the frame
+    # boundaries: the Hann windows sum to 1 and every frame continues the phase of the one before.
+    # With an offset of o frames, the same sinusoid starts o * hop samples later in its cycle.
+    from pianosynth.model import DDSPDecoder
+
+    sr, hop = 16000, 32
+    dec = DDSPDecoder(in_channels=4, hop_samples=hop, sample_rate=sr)
+    a = one_partial(dec, 60, 2)
+    freq = float(dec.frequencies().detach()[int(((dec.partial_key == 60) & (dec.partial_k == 2)).nonzero())])
+    with torch.no_grad():
+        y = dec(torch.zeros(1, 50, 4), torch.tensor([offset]))[0].double()
+    s = torch.arange(len(y), dtype=torch.float64) + offset * hop
+    expected = a * torch.sin(2 * math.pi * torch.remainder(freq * s / sr, 1.0))
+    inner = slice(hop, len(y) - hop)  # the outer half hops have only one window
+    torch.testing.assert_close(y[inner], expected[inner], atol=2e-4 * a, rtol=0)
+
+
+def test_ddsp_keeps_partials_below_nyquist():
+    from pianosynth.model import DDSPDecoder
+
+    for sr in (16000, 44100):
+        dec = DDSPDecoder(in_channels=4, hop_samples=64, sample_rate=sr, max_partials=48)
+        f = dec.frequencies()
+        assert float(f.max()) < 0.95 * sr / 2
+        assert int((dec.partial_key == 0).sum()) == 48  # A0 gets all its partials
+        assert 1 <= int((dec.partial_key == 87).sum()) <= (3 if sr == 16000 else 5)  # C8: a few

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -141,3 +142,30 @@ def test_ddp_two_cpu_ranks_end_with_identical_weights(tiny_cache, tmp_path):
     # the ranks trained on different crops: a single process would have reached other weights
     single = train(load_config(None, TINY_SET + ["train.steps=3"]), tiny_cache, runs_root=tmp_path / "single").model
     assert any(not torch.equal(r0[k], v) for k, v in single.state_dict().items())
+
+
+def test_cosine_schedule_follows_steps_or_the_clock_whichever_ends_first():
+    from pianosynth.train import learning_rate
+
+    cfg = tiny_cfg("train.learning_rate=0.002", "train.steps=100", "train.lr_schedule=cosine")
+    tc = cfg.train
+    assert learning_rate(tc, 0, 0.0) == pytest.approx(0.002)
+    assert learning_rate(tc, 50, 0.0) == pytest.approx(0.001)
+    assert learning_rate(tc, 100, 0.0) == pytest.approx(0.0, abs=1e-12)
+    timed = tiny_cfg("train.learning_rate=0.002", "train.steps=100", "train.lr_schedule=cosine", "train.max_minutes=10").train
+    assert learning_rate(timed, 10, 300.0) == pytest.approx(0.001)  # half the clock, a tenth of the steps
+    assert learning_rate(timed, 75, 300.0) == pytest.approx(0.002 * 0.5 * (1 + math.cos(0.75 * math.pi)))
+    assert learning_rate(timed, 10, 900.0) == 0.0
+    assert learning_rate(tiny_cfg("train.steps=100").train, 99, 1e6) == pytest.approx(1e-3)  # constant
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        tiny_cfg("train.lr_schedule=linear")
+
+
+@pytest.mark.parametrize("decoder", ["istft", "ddsp"])
+def test_phase_aware_decoders_train_and_reload(decoder, tiny_cache, tmp_path):
+    cfg = tiny_cfg(f"model.decoder={decoder}", "train.steps=2", "train.loss={mrstft: 1.0, complex: 0.1}")
+    result = train(cfg, tiny_cache, runs_root=tmp_path)
+    model, stored = model_from_checkpoint(result.run_dir / "last.pt")
+    assert stored.model.decoder == decoder
+    a, b = weights(result.model), weights(model)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -21,6 +21,9 @@ DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 FEATURE_PRESETS = ("score", "performance")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 class ConfigError(ValueError):
     """A configuration file or ``--set`` override that does not fit the schema."""
 
@@ -106,6 +109,11 @@ class TrainConfig:
     seed: int = 0  # seeds model init and the crop sequence
     num_workers: int = 0  # DataLoader worker processes
     max_minutes: float = 0.0  # wall-clock budget; 0 means only `steps` limits the run
+    lr_schedule: str = "constant"  # constant, or cosine: decay to 0 over the steps or the time budget, whichever ends first
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
 
 @dataclass(frozen=True)

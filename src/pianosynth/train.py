@@ -324,6 +324,8 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     try:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(tc, step, elapsed())
             loss = criterion(ddp_model(x), y)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -336,7 +338,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
             step += 1
-            info = {"loss": float(loss.detach()), **criterion.last_terms}
+            info = {"loss": float(loss.detach()), **criterion.last_terms, "lr": optimizer.param_groups[0]["lr"]}
             if tc.max_minutes > 0:
                 info["budget_left_min"] = max(0.0, tc.max_minutes - elapsed() / 60)
             reporter.step(step, info)
@@ -361,6 +363,18 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             writer.close()
             metrics_file.close()
     return TrainResult(run_dir, step, best, stopped, model)
+
+
+def learning_rate(tc, step: int, elapsed_s: float) -> float:
+    """The step size for the next step: constant, or a cosine from ``learning_rate`` down to 0 at
+    the end of the run, where the end is whichever of ``steps`` and ``max_minutes`` comes first
+    (with a time budget the schedule follows the clock, so a resumed run picks up where it was)."""
+    if tc.lr_schedule == "constant":
+        return tc.learning_rate
+    progress = step / max(1, tc.steps)
+    if tc.max_minutes > 0:
+        progress = max(progress, elapsed_s / (tc.max_minutes * 60))
+    return tc.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _agree(flag: bool, world: int) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from doc_block import replace_block
 
 from pianosynth.config import load_config
 from pianosynth.dataset import Cache
@@ -193,19 +194,14 @@ def write_table(results: dict, ev: dict, args, doc: Path) -> None:
             f"{f('loudness_r', 3)} | {f('note_f1', 3)} | {f('speed', 0)} |"
         )
     any_r = next(iter(results.values()))
-    text = doc.read_text() if doc.exists() else ""
-    start, end = "<!-- phase-table:start -->", "<!-- phase-table:end -->"
-    block = (
-        f"{start}\nData: `{ev['cache']}`; budget {any_r['minutes']:g} wall-clock minutes per pair on "
+    replace_block(
+        doc,
+        "phase-table",
+        f"Data: `{ev['cache']}`; budget {any_r['minutes']:g} wall-clock minutes per pair on "
         f"{any_r['threads']} CPU thread(s), seed 0; test metrics on {len(ev['clips'])} clips of "
         f"{ev['clips'][0]['seconds']:g} s (the whole evaluation, baselines included, is in "
-        f"[phase/metrics.md](phase/metrics.md)).\n\n" + "\n".join(lines) + f"\n{end}"
+        f"[phase/metrics.md](phase/metrics.md)).\n\n" + "\n".join(lines),
     )
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text + "\n" + block + "\n"
-    doc.write_text(text)
 
 
 if __name__ == "__main__":

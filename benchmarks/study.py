@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from doc_block import replace_block
 
 from pianosynth.config import load_config
 from pianosynth.dataset import Cache, CropDataset, find_sources, prepare, select_subset
@@ -154,20 +155,14 @@ def write_report(results: dict, cache: Cache, out: Path, args) -> None:
             r = results[name]
             lines.append(f"| {factor} | {name} | {r['steps']} | {r['mrstft']:.3f} | {r['lsd']:.2f} | {r['params']:,} |")
     table = "\n".join(lines)
-    doc = out / "study.md"
-    text = doc.read_text() if doc.exists() else ""
-    start, end = "<!-- study-table:start -->", "<!-- study-table:end -->"
-    block = (
-        f"{start}\nData: `{cache.dir.name}` ({summary['train']['hours']:.2f} h train, "
+    replace_block(
+        out / "study.md",
+        "study-table",
+        f"Data: `{cache.dir.name}` ({summary['train']['hours']:.2f} h train, "
         f"{summary['valid']['hours']:.2f} h valid); budget {args.minutes:g} wall-clock minutes per run, "
         f"{args.threads} CPU thread(s). Scores: the last checkpoint on 48 fixed 4 s crops of the valid split.\n\n"
-        f"{table}\n{end}"
+        f"{table}",
     )
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text + "\n" + block + "\n"
-    doc.write_text(text)
 
 
 if __name__ == "__main__":

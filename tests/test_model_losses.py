@@ -267,12 +267,12 @@ def test_ddsp_keeps_partials_below_nyquist():
         assert 1 <= int((dec.partial_key == 87).sum()) <= (3 if sr == 16000 else 5)  # C8: a few
 
 
-def test_how_many_chunks_run_together_does_not_change_the_output():
+def test_how_many_chunks_run_together_and_on_how_many_threads_does_not_change_the_output():
     model = tiny(decoder="istft").eval()
     x = (torch.rand(700, 12) > 0.8).float()
     outs = [
-        torch.cat(list(model.synthesize(x, chunk_frames=64, context_frames=32, crossfade_frames=8, max_batch_frames=m)))
-        for m in (1, 500, 10**6)  # one window per batch, a few, all of them
+        torch.cat(list(model.synthesize(x, chunk_frames=64, context_frames=32, crossfade_frames=8, max_batch_frames=m, workers=w)))
+        for m, w in ((1, 1), (500, 1), (10**6, 1), (500, 2), (10**6, 3))  # one window per batch, a few, all; threads
     ]
     for y in outs[1:]:
         torch.testing.assert_close(y, outs[0], atol=1e-5, rtol=1e-4)

@@ -10,7 +10,9 @@ right context for the bidirectional RNN and crossfades them, so memory does not 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import torch
@@ -324,6 +326,7 @@ class PianoSynth(nn.Module):
         crossfade_frames: int = 16,
         batch_chunks: int | None = None,
         max_batch_frames: int = 32768,
+        workers: int = 1,
     ) -> Iterator[torch.Tensor]:
         """Synthesizes a sequence of any length in overlapping chunks, yielding audio blocks.
 
@@ -335,7 +338,8 @@ class PianoSynth(nn.Module):
         all of one length, run through the RNN together (by default as many as fit in
         ``max_batch_frames`` frames: on a CPU a recurrent step costs about the same for one
         sequence as for ten, so batching is what makes synthesis fast). Memory depends on these
-        sizes, not on the length of the input::
+        sizes, not on the length of the input. ``workers`` > 1 splits each batch between that many
+        threads (torch releases the GIL inside its kernels; give each one torch thread)::
 
             window k:   [ context | core k | context ]
             window k+1:            [ context | core k+1 | context ]
@@ -354,22 +358,35 @@ class PianoSynth(nn.Module):
         batch_chunks = batch_chunks or max(1, max_batch_frames // span)
         ramp = 0.5 - 0.5 * torch.cos(torch.linspace(0, math.pi, crossfade_frames * hop + 2)[1:-1])
         pending = x.new_zeros(0)  # the previous chunk's output past its core, to fade out
-        for first in range(0, n_chunks, batch_chunks):
-            chunks = range(first, min(n_chunks, first + batch_chunks))
-            starts = [max(0, min(k * chunk_frames - context_frames, n - span)) for k in chunks]
-            y = self(torch.stack([x[s : s + span] for s in starts]), torch.tensor(starts))  # (chunks, span * hop)
-            for k, lo in zip(chunks, starts):
-                core_lo, core_hi = k * chunk_frames, min(n, (k + 1) * chunk_frames)
-                tail_hi = min(core_hi + crossfade_frames, lo + span)
-                seg = y[k - first, (core_lo - lo) * hop : (tail_hi - lo) * hop]
-                if len(pending):
-                    fade_in = ramp[: len(pending)]
-                    head = seg[: len(pending)] * fade_in + pending * (1 - fade_in)
-                    seg = torch.cat([head, seg[len(pending) :]])
-                core = (core_hi - core_lo) * hop
-                pending = seg[core:]
-                yield seg[:core]
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            for first in range(0, n_chunks, batch_chunks):
+                chunks = range(first, min(n_chunks, first + batch_chunks))
+                starts = [max(0, min(k * chunk_frames - context_frames, n - span)) for k in chunks]
+                windows = torch.stack([x[s : s + span] for s in starts])
+                y = self._run_windows(windows, torch.tensor(starts), pool, workers)  # (chunks, span * hop)
+                for k, lo in zip(chunks, starts):
+                    core_lo, core_hi = k * chunk_frames, min(n, (k + 1) * chunk_frames)
+                    tail_hi = min(core_hi + crossfade_frames, lo + span)
+                    seg = y[k - first, (core_lo - lo) * hop : (tail_hi - lo) * hop]
+                    if len(pending):
+                        fade_in = ramp[: len(pending)]
+                        head = seg[: len(pending)] * fade_in + pending * (1 - fade_in)
+                        seg = torch.cat([head, seg[len(pending) :]])
+                    core = (core_hi - core_lo) * hop
+                    pending = seg[core:]
+                    yield seg[:core]
 
+    def _run_windows(self, windows: torch.Tensor, offsets: torch.Tensor, pool, workers: int) -> torch.Tensor:
+        """The model on a batch of windows, split between ``pool``'s threads if there is one."""
+        if pool is None:
+            return self(windows, offsets)
+
+        def run(part):
+            with torch.no_grad():  # grad mode is per thread
+                return self(*part)
+
+        parts = [p for p in zip(windows.tensor_split(workers), offsets.tensor_split(workers)) if len(p[0])]
+        return torch.cat(list(pool.map(run, parts)))
 
 def build_model(model_cfg, feature_cfg) -> PianoSynth:
     """The model a config describes (configs stay outside the model's signature)."""

@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunk-seconds", type=float, default=None, help="default: synthesize's default")
     parser.add_argument("--context-seconds", type=float, default=None, help="default: synthesize's default")
+    parser.add_argument("--sweep", action="store_true", help="also time the model alone under several chunkings and threadings")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_path = args.model or default_model_path()
@@ -60,6 +61,30 @@ def main() -> None:
     print(f"pianosynth synthesize: {o:.1f}x real time ({min(ours):.2f} s)")
     print(f"fluidsynth render:     {f:.1f}x real time ({min(theirs):.2f} s)")
     print(f"ratio pianosynth/fluidsynth speed: {o / f:.3f}")
+    if args.sweep:
+        sweep(model_path, perf, args.threads, seconds)
+
+
+def sweep(model_path, perf, threads: int, seconds: float) -> None:
+    """The model alone (no MIDI parsing, no file), best of 2, under chunkings and threadings:
+    torch's own intra-op threads against Python threads that each run one torch thread."""
+    from pianosynth.features import compute_features
+
+    model, cfg = model_from_checkpoint(model_path)
+    x = torch.from_numpy(compute_features(perf, cfg.features))
+    fr = cfg.features.frame_rate
+    for torch_threads, workers, chunk_s, context_s in [
+        (threads, 1, 16, 4), (threads, 1, 30, 2), (1, threads, 16, 4), (1, threads, 30, 2), (1, 1, 30, 2)
+    ]:  # fmt: skip
+        torch.set_num_threads(torch_threads)
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            for _ in model.synthesize(x, round(chunk_s * fr), round(context_s * fr), 16, workers=workers):
+                pass
+            times.append(time.perf_counter() - t)
+        print(f"model alone, chunks {chunk_s} s, context {context_s} s, {torch_threads} torch thread(s) x "
+              f"{workers} worker(s): {min(times):.2f} s = {seconds / min(times):.1f}x real time")  # fmt: skip
 
 
 if __name__ == "__main__":

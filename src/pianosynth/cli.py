@@ -184,7 +184,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
     result = synthesize_file(
         args.input, args.output, model_path=args.model, force=args.force, normalize=args.normalize,
-        plot=args.plot, chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds,
+        plot=args.plot, chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds, threads=args.threads,
     )  # fmt: skip
     for w in result.warnings:
         _warn(w)
@@ -311,8 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="also write a spectrogram PNG next to the audio")
     p.add_argument("--normalize", type=float, default=None, metavar="PEAK", help="scale the output to this peak, e.g. 0.95")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.add_argument("--chunk-seconds", type=float, default=16.0, help="audio per chunk of the chunked synthesis")
-    p.add_argument("--context-seconds", type=float, default=4.0, help="context on each side of a chunk")
+    p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per chunk of the chunked synthesis")
+    p.add_argument("--context-seconds", type=float, default=2.0, help="context on each side of a chunk")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads, each synthesizing its share of the chunks (default: torch's count)")
     p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("demo", help="synthesize a generated piece with the shipped model", formatter_class=fmt)

@@ -124,12 +124,14 @@ torch.save(result.model.state_dict(), os.path.join(sys.argv[2], f"rank{os.enviro
 """
 
 
-def test_ddp_two_cpu_ranks_end_with_identical_weights(tiny_cache, tmp_path):
+# the cosine schedule on a short clock: each rank's own clock would give it its own learning rate
+@pytest.mark.parametrize("schedule", [[], ["train.lr_schedule=cosine", "train.max_minutes=0.1"]], ids=["constant", "cosine-clock"])
+def test_ddp_two_cpu_ranks_end_with_identical_weights(schedule, tiny_cache, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    cmd += [str(tiny_cache), str(tmp_path)] + TINY_SET + ["train.steps=3"]
+    cmd += [str(tiny_cache), str(tmp_path)] + TINY_SET + ["train.steps=3"] + schedule
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt")

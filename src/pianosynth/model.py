@@ -223,7 +223,7 @@ class DDSPDecoder(nn.Module):
         return k * f0 * torch.sqrt(1 + torch.exp(self.log_b[key]) * k**2)
 
     def forward(self, h: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        b, t, _ = h.shape
+        t = h.shape[1]
         hop, sr = self.hop, self.sample_rate
         freqs = self.frequencies()
         alive = (freqs < 0.5 * sr).to(h.dtype).detach()  # a learned B may push a partial past Nyquist
@@ -387,6 +387,7 @@ class PianoSynth(nn.Module):
 
         parts = [p for p in zip(windows.tensor_split(workers), offsets.tensor_split(workers)) if len(p[0])]
         return torch.cat(list(pool.map(run, parts)))
+
 
 def build_model(model_cfg, feature_cfg) -> PianoSynth:
     """The model a config describes (configs stay outside the model's signature)."""

@@ -324,8 +324,9 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     try:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
+            lr = learning_rate(tc, step, _max_over_ranks(elapsed(), world))  # one clock for every rank
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(tc, step, elapsed())
+                group["lr"] = lr
             loss = criterion(ddp_model(x), y)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -377,10 +378,15 @@ def learning_rate(tc, step: int, elapsed_s: float) -> float:
     return tc.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _max_over_ranks(value: float, world: int) -> float:
+    """The largest of every rank's ``value``, on every rank (so that ranks decide alike)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
+
+
 def _agree(flag: bool, world: int) -> bool:
     """True on every rank if it is true on any (so all ranks stop at the same step)."""
-    if world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return _max_over_ranks(1.0 if flag else 0.0, world) > 0

@@ -16,7 +16,8 @@ from pianosynth.losses import (
     WeightedLoss,
     log_spectral_distance,
 )
-from pianosynth.model import FramesDecoder, PianoSynth
+from pianosynth.decoders import FramesDecoder
+from pianosynth.model import PianoSynth
 
 
 def tiny(**kw) -> PianoSynth:
@@ -192,7 +193,7 @@ def test_phase_losses_see_what_magnitude_losses_miss():
 
 
 def test_istft_decoder_shapes_and_validation():
-    from pianosynth.model import ISTFTDecoder
+    from pianosynth.decoders import ISTFTDecoder
 
     dec = ISTFTDecoder(in_channels=4, hop_samples=16)
     assert dec.n_fft == 64 and dec(torch.rand(3, 10, 4)).shape == (3, 160)
@@ -208,7 +209,7 @@ def test_istft_decoder_shapes_and_validation():
 def one_partial(dec, key: int, k: int, logit: float = 3.0) -> float:
     """Silences every partial but the k-th of ``key`` and the noise; returns that partial's
     amplitude."""
-    from pianosynth.model import exp_sigmoid
+    from pianosynth.decoders.common import exp_sigmoid
 
     j = int(((dec.partial_key == key) & (dec.partial_k == k)).nonzero())
     with torch.no_grad():
@@ -221,7 +222,8 @@ def one_partial(dec, key: int, k: int, logit: float = 3.0) -> float:
 
 
 def test_ddsp_partials_are_stretched_by_inharmonicity():
-    from pianosynth.model import DDSPDecoder, typical_inharmonicity
+    from pianosynth.decoders import DDSPDecoder
+    from pianosynth.decoders.common import typical_inharmonicity
 
     sr, hop = 16000, 64
     dec = DDSPDecoder(in_channels=4, hop_samples=hop, sample_rate=sr)
@@ -242,7 +244,7 @@ def test_ddsp_phase_runs_on_from_the_sequence_start(offset):
     # A constant amplitude gives exactly one sinusoid, a * sin(omega * s), whatever the frame
     # boundaries: the Hann windows sum to 1 and every frame continues the phase of the one before.
     # With an offset of o frames, the same sinusoid starts o * hop samples later in its cycle.
-    from pianosynth.model import DDSPDecoder
+    from pianosynth.decoders import DDSPDecoder
 
     sr, hop = 16000, 32
     dec = DDSPDecoder(in_channels=4, hop_samples=hop, sample_rate=sr)
@@ -257,7 +259,7 @@ def test_ddsp_phase_runs_on_from_the_sequence_start(offset):
 
 
 def test_ddsp_keeps_partials_below_nyquist():
-    from pianosynth.model import DDSPDecoder
+    from pianosynth.decoders import DDSPDecoder
 
     for sr in (16000, 44100):
         dec = DDSPDecoder(in_channels=4, hop_samples=64, sample_rate=sr, max_partials=48)

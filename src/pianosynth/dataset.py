@@ -9,6 +9,8 @@ three::
         pieces/<id>.json           one piece's record; its presence marks the piece as finished
         pieces/<id>.features.npy   (frames, channels) uint8, value * 127 (see features.quantize)
         pieces/<id>.audio.npy      (frames * hop_samples,) int16
+        pieces/<id>.notes.npy      (notes, 4) int64: key, velocity, onset and release samples on the
+                                   reference's block grid (features.compute_notes)
 
 Every file is written to a temporary name and renamed into place, and a piece's record is written
 after its arrays, so a run that is killed can be started again: finished pieces are kept, and
@@ -30,7 +32,7 @@ import numpy as np
 
 from .config import Config, FeatureConfig, RenderConfig, config_from_dict, stable_hash
 from .fileio import atomic_write
-from .features import check_alignment, compute_features, dequantize, n_frames_for, quantize
+from .features import check_alignment, compute_features, compute_notes, dequantize, n_frames_for, quantize
 from .midi import MidiError, read_midi
 
 log = logging.getLogger(__name__)
@@ -197,6 +199,7 @@ def prepare_piece(src: SourceFile, pieces_dir: Path, features: FeatureConfig, re
     check_alignment(x.shape[0], audio.shape[0], features.hop_samples)
     _save_npy(pieces_dir / f"{pid}.features.npy", x)
     _save_npy(pieces_dir / f"{pid}.audio.npy", audio)
+    _save_npy(pieces_dir / f"{pid}.notes.npy", compute_notes(perf, features, n_samples))
     record.update(
         frames=int(n_frames),
         seconds=n_samples / features.sample_rate,
@@ -206,6 +209,13 @@ def prepare_piece(src: SourceFile, pieces_dir: Path, features: FeatureConfig, re
     )
     save_json(pieces_dir / f"{pid}.json", record)  # last: marks the piece finished
     return record
+
+
+def add_note_table(src: SourceFile, record: dict, pieces_dir: Path, features: FeatureConfig) -> None:
+    """Writes the note table of a piece finished before caches held note tables (no re-render)."""
+    perf = read_midi(src.path)
+    n_samples = record["frames"] * features.hop_samples
+    _save_npy(pieces_dir / f"{record['id']}.notes.npy", compute_notes(perf, features, n_samples))
 
 
 def _prepare_worker(args: tuple) -> dict:
@@ -243,7 +253,9 @@ def prepare(
     for src in sources:
         rec_path = pieces_dir / f"{piece_id(src.rel)}.json"
         if rec_path.is_file():
-            records[src.rel] = json.loads(rec_path.read_text())
+            records[src.rel] = rec = json.loads(rec_path.read_text())
+            if "skipped" not in rec and not (pieces_dir / f"{rec['id']}.notes.npy").is_file():
+                add_note_table(src, rec, pieces_dir, cfg.features)  # a cache from before note tables
         else:
             todo.append((src, pieces_dir, cfg.features, cfg.render))
     if todo:
@@ -307,6 +319,13 @@ class Cache:
         y = np.load(f"{base}.audio.npy", mmap_mode="r")
         return x, y
 
+    def load_notes(self, piece: dict) -> np.ndarray:
+        """One piece's note table, (notes, 4) int64 (see features.compute_notes)."""
+        path = self.dir / "pieces" / f"{piece['id']}.notes.npy"
+        if not path.is_file():
+            raise CacheError(f"{self.dir}: no note table for {piece['file']}; run prepare again to add them")
+        return np.load(path)
+
     def summary(self) -> dict:
         """Hours and files per split, and skip reasons with their counts."""
         out: dict = {"splits": {}, "files": len(self.pieces), "skipped": len(self.skipped), "reasons": {}}
@@ -343,8 +362,13 @@ class CropDataset:
         examples: int | None = None,
         random_crops: bool | None = None,
         seed: int = 0,
+        notes_lookback_seconds: float | None = None,
     ):
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
+        # with a lookback, items carry the note table of notes sounding in the crop: those with an
+        # onset inside it or up to the lookback before it (longer voices are cut by the decoder)
+        self.lookback = None if notes_lookback_seconds is None else round(notes_lookback_seconds * self.cache.features.sample_rate)
+        self._notes: dict[int, np.ndarray] = {}
         self.pieces = self.cache.split(split)
         if not self.pieces:
             raise CacheError(f"{self.cache.dir}: no pieces in the {split!r} split")
@@ -401,5 +425,35 @@ class CropDataset:
         n = min(self.frames, x_all.shape[0] - start)  # pieces shorter than a crop are zero-padded
         x[:n] = dequantize(np.asarray(x_all[start : start + n]))
         y[: n * self.hop] = np.asarray(y_all[start * self.hop : (start + n) * self.hop], dtype=np.float32) / 32767.0
-        return torch.from_numpy(x), torch.from_numpy(y)
+        if self.lookback is None:
+            return torch.from_numpy(x), torch.from_numpy(y)
+        return torch.from_numpy(x), torch.from_numpy(self.crop_notes(piece, start)), torch.from_numpy(y)
+
+    def crop_notes(self, piece: int, start: int) -> np.ndarray:
+        """The note table of the crop at frame ``start`` of piece ``piece``, times in samples from
+        the crop's first sample. -> (notes, 4) int64"""
+        if piece not in self._notes:
+            self._notes[piece] = self.cache.load_notes(self.pieces[piece])
+        notes = self._notes[piece]
+        lo, hi = start * self.hop, (start + self.frames) * self.hop
+        a, z = np.searchsorted(notes[:, 2], [lo - self.lookback, hi])  # the table is sorted by onset
+        out = notes[a:z].copy()
+        out[:, 2:] -= lo
+        return out
+
+
+def collate(items: list[tuple]) -> tuple:
+    """Stacks dataset items; note tables of different lengths are padded with key -1 rows.
+
+    [(x, y)] -> (x, y); [(x, notes, y)] -> (x, (batch, max notes, 4), y)
+    """
+    import torch
+
+    if len(items[0]) == 2:
+        return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+    n = max(1, max(len(notes) for _, notes, _ in items))
+    table = torch.full((len(items), n, 4), -1, dtype=torch.long)
+    for i, (_, notes, _) in enumerate(items):
+        table[i, : len(notes)] = notes
+    return torch.stack([a for a, _, _ in items]), table, torch.stack([b for _, _, b in items])
 

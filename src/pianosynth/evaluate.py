@@ -30,7 +30,7 @@ import torch
 
 from .config import FeatureConfig, RenderConfig
 from .dataset import Cache
-from .features import compute_features
+from .features import compute_features, compute_notes
 from .fileio import atomic_write
 from .losses import MultiResolutionSTFTDistance, log_spectral_distance
 from .midi import Note, Performance, read_midi
@@ -289,17 +289,22 @@ def model_system(path: str | Path, pieces: _Pieces, context_seconds: float = 4.0
 
     model, cfg = model_from_checkpoint(path)
     fc: FeatureConfig = cfg.features
-    feats: dict[str, torch.Tensor] = {}
+    feats: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
 
     def render(clip: Clip):
         key = clip.piece["file"]
-        if key not in feats:  # features exactly as prepare computes them, with the model's config
-            feats[key] = torch.from_numpy(compute_features(pieces.perf(clip.piece), fc))
-        x = feats[key]
+        if key not in feats:  # features and notes exactly as prepare computes them, with the model's config
+            perf = pieces.perf(clip.piece)
+            x = compute_features(perf, fc)
+            feats[key] = torch.from_numpy(x), compute_notes(perf, fc, len(x) * fc.hop_samples)
+        x, notes = feats[key]
         lo = max(0, int(round((clip.start_s - context_seconds) * fc.frame_rate)))
         hi = min(len(x), int(round((clip.start_s + clip.seconds + context_seconds) * fc.frame_rate)))
+        local = notes.copy()
+        local[:, 2:] -= lo * fc.hop_samples  # sample 0 is the window's first
         t = time.perf_counter()
-        audio = torch.cat(list(model.synthesize(x[lo:hi], chunk_frames=hi - lo, context_frames=0, crossfade_frames=0)))
+        blocks = model.synthesize(x[lo:hi], chunk_frames=hi - lo, context_frames=0, crossfade_frames=0, notes=local)
+        audio = torch.cat(list(blocks))
         elapsed = time.perf_counter() - t
         shifted = replace(clip, start_s=clip.start_s - lo / fc.frame_rate)
         return _cut(audio.numpy(), shifted, fc.sample_rate), elapsed

@@ -93,3 +93,137 @@ def check_alignment(n_frames: int, n_samples: int, hop_samples: int) -> None:
             f"features and audio are misaligned: {n_frames} frames * {hop_samples} hop "
             f"= {n_frames * hop_samples} samples, but the audio has {n_samples}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# The note table: one row per note, on the reference's note clock
+# ---------------------------------------------------------------------------------------------
+#
+# The reference is rendered from a MIDI file that midi.write_midi writes at 120 bpm with 960 ticks
+# per beat, so every event time is first quantised to 1/1920 s. FluidSynth's file renderer then
+# processes events once per 64-sample block: its player clock starts at the second block and
+# rounds (milliseconds since then) * ticks-per-millisecond to a tick, and an event sounds from the
+# first block whose tick has reached it. Measured on FluidSynth 2.3.1 at 16 kHz: a note-on at
+# t = 0.1 s sounds from sample 1664 (its first sample is 0, the next ones are not), at 0.1041 s
+# from 1728, at 1.01 s from 16256. ``note_samples`` reproduces that, so a note's waveform, phase
+# included, starts on the same sample in the reference and in a voice.
+
+NOTE_BLOCK = 64  # FluidSynth's block: every event starts on a multiple of this many samples
+TICKS_PER_S = 1920  # midi.write_midi: 960 ticks per beat at 120 bpm
+NOTE_COLUMNS = ("key", "velocity", "onset", "release")  # key 0..87, velocity 1..127, samples
+
+
+def event_ticks(t_s: np.ndarray) -> np.ndarray:
+    """Event times in seconds -> the ticks midi.write_midi writes them at. (n,) -> (n,) int64."""
+    return np.rint(np.asarray(t_s, dtype=np.float64) * TICKS_PER_S).astype(np.int64)
+
+
+def note_samples(ticks: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Ticks -> the sample at which FluidSynth's file render starts the event (a multiple of
+    NOTE_BLOCK). ticks: (n,) int64 -> (n,) int64.
+    """
+    ticks = np.asarray(ticks, dtype=np.int64)
+    ms_per_block = 1000.0 * NOTE_BLOCK / sample_rate
+
+    def block_ticks(b: np.ndarray) -> np.ndarray:
+        msec = np.floor(b * ms_per_block)  # FluidSynth's millisecond clock is an integer
+        start = np.floor(ms_per_block)  # the player starts at the second block
+        return np.floor((msec - start) * TICKS_PER_S / 1000.0 + 0.5)
+
+    # a guess just below the answer, then step forward until the block's tick reaches the event
+    b = np.maximum(1, np.floor((ticks * 1000.0 / TICKS_PER_S) / ms_per_block).astype(np.int64) - 1)
+    for _ in range(8):
+        late = block_ticks(b) < ticks
+        if not late.any():
+            break
+        b = b + late
+    while True:  # the guess may overshoot by a block; step back while the previous block suffices
+        early = (b > 1) & (block_ticks(b - 1) >= ticks)
+        if not early.any():
+            break
+        b = b - early
+    return b * NOTE_BLOCK
+
+
+def _pedal_down(curve, ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A pedal as (ticks of its changes, down after each change) with FluidSynth's rule that a
+    value of 64/127 or more is down; repeated states are dropped."""
+    if curve is None or len(curve.times_s) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    t = event_ticks(curve.times_s)
+    down = np.asarray(curve.values) >= 64 / 127 - 1e-9
+    keep = np.ones(len(t), bool)
+    keep[1:] = down[1:] != down[:-1]
+    keep[0] = down[0]  # the pedal starts up, so a first "up" changes nothing
+    return t[keep], down[keep]
+
+
+def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None = None) -> np.ndarray:
+    """The note table of a performance: one row per note, sorted by onset.
+
+    Columns (``NOTE_COLUMNS``): key 0..87, velocity 1..127, onset sample, release sample. Both
+    samples sit on the reference's 64-sample block grid (``note_samples``). The release is where
+    the voice starts to die away:
+
+    - the note-off;
+    - later, if the sustain pedal is down at the note-off (until it goes up), or if the key was
+      down when the sostenuto pedal went down (until the sostenuto goes up), whichever holds
+      longer; at equal ticks controllers act first, as midi.write_midi orders them;
+    - earlier, at the key's next onset: a re-struck key releases its previous voice.
+
+    A note never released (a pedal held to the end) is released at ``n_samples`` if given.
+
+    Returns:
+        notes: (notes, 4) int64.
+    """
+    if not perf.notes:
+        return np.zeros((0, 4), np.int64)
+    sr = cfg.sample_rate
+    key = np.array([n.pitch - LOWEST_KEY for n in perf.notes], np.int64)
+    vel = np.array([n.velocity for n in perf.notes], np.int64)
+    on = event_ticks([n.start_s for n in perf.notes])
+    off = event_ticks([n.end_s for n in perf.notes])
+    never = np.iinfo(np.int64).max // 4
+    sus_t, sus_down = _pedal_down(perf.pedals.get("sustain"), on)
+    sos_t, sos_down = _pedal_down(perf.pedals.get("sostenuto"), on)
+
+    def next_up(times: np.ndarray, down: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """For each tick t: if the pedal is down at t, the tick it next goes up (else t)."""
+        if len(times) == 0:
+            return t
+        i = np.searchsorted(times, t, side="right") - 1  # the last change at or before t
+        is_down = (i >= 0) & down[np.clip(i, 0, None)]
+        ups = np.append(times[~down], never)  # a pedal still down at the end never goes up
+        up = ups[np.searchsorted(ups, t, side="right").clip(max=len(ups) - 1)]
+        return np.where(is_down, up, t)
+
+    release = off.copy()
+    # sostenuto: held if the pedal went down while the key was down (after its note-on tick,
+    # at or before its note-off tick), until the pedal goes up
+    if len(sos_t):
+        presses = sos_t[sos_down]
+        k = np.searchsorted(presses, on, side="right")  # first press after the note-on
+        first_press = np.where(k < len(presses), presses[np.clip(k, 0, len(presses) - 1)], never)
+        caught = first_press <= off
+        sos_release = next_up(sos_t, sos_down, np.where(caught, first_press, off))
+        release = np.where(caught, np.maximum(release, sos_release), release)
+    # sustain: held from the note-off while the pedal is down; a sostenuto release that falls
+    # while the sustain pedal is down is held on by it too
+    for _ in range(4):
+        later = next_up(sus_t, sus_down, release)
+        if np.array_equal(later, release):
+            break
+        release = later
+    # a re-struck key releases its previous voice
+    order = np.lexsort((on, key))
+    same = key[order][1:] == key[order][:-1]
+    nxt = np.full(len(on), never)
+    nxt[order[:-1][same]] = on[order][1:][same]
+    release = np.minimum(release, nxt)
+
+    onset_s = note_samples(on, sr)
+    finite = release < never
+    release_s = np.where(finite, note_samples(np.where(finite, release, 0), sr), n_samples if n_samples else never)
+    release_s = np.maximum(release_s, onset_s)
+    table = np.stack([key, vel, onset_s, release_s], axis=1)
+    return table[np.lexsort((table[:, 0], table[:, 2]))]

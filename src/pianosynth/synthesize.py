@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .features import compute_features
+from .features import compute_features, compute_notes
 from .fileio import atomic_write
 from .midi import read_midi
 from .train import model_from_checkpoint
@@ -79,6 +79,7 @@ def synthesize_file(
     model, cfg = model_from_checkpoint(model_path or default_model_path())
     perf = read_midi(midi_path)
     x = torch.from_numpy(compute_features(perf, cfg.features))  # (frames, channels)
+    notes = compute_notes(perf, cfg.features, len(x) * cfg.features.hop_samples) if model.needs_notes else None
     fr, sr = cfg.features.frame_rate, cfg.features.sample_rate
     chunk = max(1, round(chunk_seconds * fr))
     context = max(1, round(context_seconds * fr))
@@ -91,7 +92,9 @@ def synthesize_file(
     try:
         peak, n = 0.0, 0
         torch.set_num_threads(1)
-        blocks = model.synthesize(x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers)
+        blocks = model.synthesize(
+            x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes
+        )
         with sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT") as f:
             for block in blocks:
                 a = block.numpy()

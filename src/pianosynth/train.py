@@ -37,7 +37,7 @@ import yaml
 
 from . import __version__
 from .config import Config, config_from_dict, stable_hash
-from .dataset import Cache, CropDataset
+from .dataset import Cache, CropDataset, collate
 from .fileio import atomic_write
 from .losses import MultiResolutionSTFTDistance, WeightedLoss, log_spectral_distance
 from .model import PianoSynth, build_model
@@ -170,6 +170,33 @@ def _dist_info() -> tuple[int, int, bool]:
     return rank, world, world > 1
 
 
+def forward(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """The model on a collated batch's inputs: [x] or [x, notes]."""
+    if len(inputs) == 2:
+        return model(inputs[0], None, inputs[1])
+    return model(inputs[0])
+
+
+def init_from_data(model: PianoSynth, cache: Cache) -> str:
+    """Starts a voices decoder's tuning, inharmonicity and onset phases from the train split's
+    audio (decoders.voices.estimate_partials); returns a line saying what it found."""
+    from .decoders.voices import estimate_partials
+
+    pieces = cache.split("train")
+    f0, b, phase, used = estimate_partials(
+        ((cache.load(p)[1].astype(np.float32) / 32767.0, cache.load_notes(p)) for p in pieces),
+        cache.features.sample_rate,
+        model.decoder.partials,
+    )
+    model.decoder.init_from_data(f0, b, phase)
+    return f"partials from the train audio: {int((used >= 3).sum())} of 88 keys had 3 or more clean notes"
+
+
+def notes_lookback(model: PianoSynth) -> float | None:
+    """How far before a crop a voice's onset may lie and still sound in it (None: no note table)."""
+    return model.decoder.max_voice_seconds if model.needs_notes else None
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, criterion: torch.nn.Module, data: CropDataset, device: torch.device, batch: int = 8) -> dict:
     """Mean validation loss, multi-resolution STFT distance and log-spectral distance (dB)."""
@@ -178,9 +205,8 @@ def validate(model: torch.nn.Module, criterion: torch.nn.Module, data: CropDatas
     losses, dists, lsds = [], [], []
     for first in range(0, len(data), batch):
         items = [data[i] for i in range(first, min(len(data), first + batch))]
-        x = torch.stack([a for a, _ in items]).to(device)
-        y = torch.stack([b for _, b in items]).to(device)
-        pred = model(x)
+        *inputs, y = (t.to(device) for t in collate(items))
+        pred = forward(model, inputs)
         losses.append(float(criterion(pred, y)) * len(items))
         dists += mrstft(pred, y).tolist()
         lsds += log_spectral_distance(pred, y).tolist()
@@ -241,6 +267,8 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
         step, best, elapsed_before = state["step"], state["best_valid"], state["elapsed_s"]
         torch.set_rng_state(state["rng"]["torch"])
         reporter.message(f"resuming {run_dir} from step {step}")
+    elif hasattr(model.decoder, "init_from_data"):
+        reporter.message(init_from_data(model, cache))
 
     if writer_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -251,16 +279,20 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
-    train_data = CropDataset(cache, "train", tc.example_seconds, seed=tc.seed)
+    lookback = notes_lookback(model)
+    train_data = CropDataset(cache, "train", tc.example_seconds, seed=tc.seed, notes_lookback_seconds=lookback)
     valid_split = "valid" if cache.split("valid") else "train"
     if valid_split == "train":
         reporter.message("no valid split in this cache: validating on fixed crops of the train split")
-    valid_data = CropDataset(cache, valid_split, tc.example_seconds, examples=tc.valid_examples, random_crops=False)
+    valid_data = CropDataset(
+        cache, valid_split, tc.example_seconds, examples=tc.valid_examples, random_crops=False, notes_lookback_seconds=lookback
+    )
     loader = torch.utils.data.DataLoader(
         train_data,
         batch_sampler=_StepBatches(step, tc.steps, tc.batch_size, rank, world),
         num_workers=tc.num_workers,
         persistent_workers=False,
+        collate_fn=collate,
     )
 
     writer = None
@@ -322,12 +354,12 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     reporter.start(tc.steps, step)
     model.train()
     try:
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
+        for batch in loader:
+            *inputs, y = (t.to(device) for t in batch)
             lr = learning_rate(tc, step, _max_over_ranks(elapsed(), world))  # one clock for every rank
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = criterion(ddp_model(x), y)
+            loss = criterion(forward(ddp_model, inputs), y)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {float(loss.detach())} at step {step + 1}; stopped. The last good checkpoint is "

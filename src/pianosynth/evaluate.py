@@ -469,12 +469,16 @@ def listening_page(result: dict) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>pianosynth listening page</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td{white-space:nowrap}"
+        "th:first-child,td:first-child{text-align:left;white-space:normal}"
         ".grid{display:grid;grid-template-columns:260px 320px 1fr;gap:6px;align-items:center}"
         "img{max-width:100%}audio{width:300px}h2{margin-top:2em}</style></head><body>",
         "<h1>pianosynth: listening page</h1>",
         f"<p>Every system renders the same clips of the <b>{html.escape(result['split'])}</b> split of "
-        f"<code>{html.escape(result['cache'])}</code>; metrics compare each with the reference at 16 kHz.</p>",
+        f"<code>{html.escape(result['cache'])}</code>; metrics compare each with the reference at 16 kHz, every "
+        "system's output (the reference's included) taken as the 16-bit PCM its file would hold. The floored "
+        "MR-STFT treats bins more than 80 dB below a full-scale sinusoid as silent, so inaudible noise cannot move it; it compresses "
+        "the bottom of the scale, so read it beside the unfloored one, never alone.</p>",
         md_to_html_table(metrics_table(result)),
     ]
     for clip in result["clips"]:

@@ -14,15 +14,20 @@ from conftest import needs_fluidsynth
 from pianosynth.config import Config, FeatureConfig
 from pianosynth.dataset import Cache, find_sources, prepare
 from pianosynth.evaluate import (
+    Clip,
+    System,
+    as_pcm16,
     choose_clips,
     evaluate,
     frame_rms_db,
     loudness_correlation,
     onset_f1,
     spectral_metrics,
+    system_output,
 )
 from pianosynth.examples import write_demo_midi
 from pianosynth.midi import Note
+from pianosynth.render import to_int16
 
 SR = 16000
 
@@ -74,6 +79,56 @@ def test_distances_grow_steadily_with_noise():
     r = [loudness_correlation(a + lv * n, a) for lv in levels]
     assert mr == sorted(mr) and lsd == sorted(lsd) and r == sorted(r, reverse=True)
     assert mr[0] == 0 < mr[1] and r[-1] < 0.99
+
+
+def piano_like(seconds=3.0, gain=1.0, decay=1.0) -> np.ndarray:
+    """Four notes of 15 decaying harmonics each, dampers at 2.2 s, then silence: mostly bins
+    far below full scale, as in piano music."""
+    t = np.arange(int(seconds * SR)) / SR
+    dampers = np.clip((2.2 - t) / 0.05, 0, 1)
+    y = np.zeros_like(t)
+    for onset_s, pitch in [(0.0, 60), (0.5, 64), (1.0, 67), (1.5, 72)]:
+        f0_hz, tt = 440 * 2 ** ((pitch - 69) / 12), t - onset_s
+        for h in range(1, 16):
+            y += (tt >= 0) * dampers * 0.1 / h * np.exp(-tt * decay * (1 + h / 4)) * np.sin(2 * np.pi * h * f0_hz * tt)
+    return (gain * y).astype(np.float32)
+
+
+def test_inaudible_noise_cannot_move_the_floored_distance():
+    # Issue 14: white noise at -96 dBFS (about a 16-bit file's rounding noise) added to a
+    # system's output moves the floored distance by less than 0.01; the unfloored one, which
+    # counts bins down to 1e-5, moves by tenths, so the test can tell the two apart.
+    ref = as_pcm16(piano_like())
+    out = piano_like(gain=0.9, decay=1.2)  # close to the reference, not equal
+    noise = (np.random.default_rng(0).standard_normal(len(out)) * 10 ** (-96 / 20)).astype(np.float32)
+    clean, noisy = spectral_metrics(out, ref), spectral_metrics(out + noise, ref)
+    assert abs(noisy["mrstft_floor80"] - clean["mrstft_floor80"]) < 0.01
+    assert abs(noisy["mrstft"] - clean["mrstft"]) > 0.2
+    # and the floor keeps the order: the near miss is far closer than silence under both
+    silence = spectral_metrics(np.zeros_like(ref), ref)
+    assert silence["mrstft_floor80"] > 5 * clean["mrstft_floor80"] and silence["mrstft"] > 5 * clean["mrstft"]
+
+
+def test_every_system_reaches_the_metrics_as_a_16_bit_file(tmp_path):
+    # A model's float output and the 16-bit file holding it (written as prepare writes the
+    # reference) score identically, because system_output quantises every system the same way;
+    # the reference, already 16-bit, passes through unchanged.
+    clip = Clip(0, {}, 0.0, 3.0)
+    ref_audio = to_int16(piano_like())[0].astype(np.float32) / 32767
+    out = piano_like(gain=0.9, decay=1.2)
+    path = tmp_path / "model.wav"
+    import soundfile as sf
+
+    sf.write(path, to_int16(out)[0], SR, subtype="PCM_16")
+    ref = System("reference", "reference", lambda c: (ref_audio, 0.0), SR)
+    as_float = System("model, float", "model", lambda c: (out, 0.0), SR)
+    as_file = System("model, 16-bit file", "model", lambda c: (sf.read(path, dtype="int16")[0] / 32767, 0.0), SR)
+    r16 = system_output(ref, clip)[0]
+    np.testing.assert_array_equal(r16, ref_audio)
+    a, b = system_output(as_float, clip)[0], system_output(as_file, clip)[0]
+    np.testing.assert_array_equal(a, b)
+    assert spectral_metrics(a, r16) == spectral_metrics(b, r16)
+    assert spectral_metrics(a, r16) != spectral_metrics(out, r16)  # the raw float output would not
 
 
 def test_silence_has_no_loudness_correlation_and_rms_is_in_db():
@@ -133,13 +188,16 @@ def test_evaluate_writes_metrics_and_a_page(tiny):
     names = [s["name"] for s in result["systems"]]
     assert names[0].startswith("reference") and any(n.startswith("tiny") for n in names) and "silence" in names
     ref = result["summary"][names[0]]
-    assert ref["mrstft"]["mean"] == 0.0 and ref["loudness_r"]["mean"] == pytest.approx(1.0)
+    assert ref["mrstft"]["mean"] == 0.0 and ref["mrstft_floor80"]["mean"] == 0.0
+    assert ref["loudness_r"]["mean"] == pytest.approx(1.0)
     assert ref["note_f1"]["mean"] > 0.5  # basic-pitch hears the reference's notes
     assert result["summary"]["silence"]["note_f1"]["mean"] == 0.0
-    assert result["summary"]["silence"]["mrstft"]["mean"] > result["summary"]["FluidR3 grand, every velocity 64"]["mrstft"]["mean"]
+    for metric in ("mrstft", "mrstft_floor80"):
+        assert result["summary"]["silence"][metric]["mean"] > result["summary"]["FluidR3 grand, every velocity 64"][metric]["mean"]
     model_row = result["summary"][names[-1]]
     assert model_row["speed"]["mean"] > 0
     table = (out / "metrics.md").read_text()
+    assert "MR-STFT, floor −80 dB" in table and "MR-STFT, floor −80 dB" in (out / "index.html").read_text()
     assert table.count("\n| ") == len(names) + 2  # header, separator, one row per system
     page = (out / "index.html").read_text()
     assert "<script" not in page and "http" not in page

@@ -157,6 +157,20 @@ def test_half_amplitude_by_hand():
     assert per.shape == (2,)
 
 
+def test_the_floored_distance_floors_80_db_below_a_full_scale_sinusoid():
+    # The floor at each FFT size n is 1e-4 * sum(hann_n) / 2 = 1e-4 * n / 4; worked out a second
+    # way, it is 1e-4 times the peak |STFT| of a full-scale sinusoid centred on a bin.
+    sizes = (512, 1024, 2048)
+    floored = MultiResolutionSTFTDistance(sizes, floor_db=-80.0)
+    assert floored.log_eps == pytest.approx([1e-4 * n / 4 for n in sizes], rel=1e-6)
+    assert MultiResolutionSTFTDistance(sizes).log_eps == [1e-5] * 3  # the default is unchanged
+    for n, eps in zip(sizes, floored.log_eps):
+        t = torch.arange(8 * n) / n
+        sine = torch.cos(2 * math.pi * 10 * t)[None]  # amplitude 1, at bin 10
+        peak = float(torch.stft(sine, n, n // 4, window=torch.hann_window(n), return_complex=True).abs()[0, 10, 4])
+        assert 20 * math.log10(eps / peak) == pytest.approx(-80.0, abs=1e-3)
+
+
 def test_weighted_loss_is_the_weighted_sum_of_its_terms():
     torch.manual_seed(0)
     pred, target = torch.randn(2, 2048), torch.randn(2, 2048)

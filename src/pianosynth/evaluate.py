@@ -2,12 +2,20 @@
 
 Every system (trained models and baselines) renders the same clips of one split of a cache, and
 each output is compared with the reference render (FluidR3's grand piano) on mono audio resampled
-to 16 kHz, so that models at other sample rates compare fairly:
+to 16 kHz, so that models at other sample rates compare fairly. Every system's output, the
+reference's included, first takes the path the reference took into the cache: clipped to [-1, 1]
+and rounded to 16-bit PCM at its own sample rate (``as_pcm16``), so that no system gains or loses
+by the noise floor of its output format (issue 14):
 
 - ``mrstft``: multi-resolution STFT distance, the mean over FFT sizes 512, 1024, 2048 (hop =
   size/4, periodic Hann window, ``torch.stft`` centred with zero padding) of spectral convergence
   ``||R| - |S||_F / ||R||_F`` plus the mean of ``|log(|R| + 1e-5) - log(|S| + 1e-5)|``, on audio
   in [-1, 1] (``losses.MultiResolutionSTFTDistance``; cross-checked against auraloss in the tests);
+- ``mrstft_floor80``: the same distance with each log floored 80 dB below the peak bin of a
+  full-scale sinusoid (``1e-4 * n / 4`` for FFT size n) instead of at 1e-5, so that bins far
+  below hearing, where 16-bit rounding noise lives, count as equal. It compresses the bottom of
+  the scale (silence scores far closer to the reference than under ``mrstft``): read it beside
+  ``mrstft``, never alone;
 - ``lsd``: log-spectral distance in dB with FFT size 2048 (``losses.log_spectral_distance``);
 - ``loudness_r``: Pearson r between the frame RMS levels in dB over 50 ms frames;
 - ``note_f1``: basic-pitch transcribes the system's audio, and mir_eval scores it against the
@@ -34,10 +42,12 @@ from .features import compute_features, compute_notes
 from .fileio import atomic_write
 from .losses import MultiResolutionSTFTDistance, log_spectral_distance
 from .midi import Note, Performance, read_midi
+from .render import to_int16
 
 EVAL_SR = 16000
 MUSESCORE_SOUNDFONT = "/usr/share/sounds/sf3/MuseScore_General.sf3"
-METRICS = ("mrstft", "lsd", "loudness_r", "note_f1")
+METRICS = ("mrstft", "mrstft_floor80", "lsd", "loudness_r", "note_f1")
+FLOOR_DB = -80.0  # mrstft_floor80's log floor, relative to a full-scale sinusoid's peak bin
 
 
 class EvaluationError(RuntimeError):
@@ -99,14 +109,30 @@ def resample(audio: np.ndarray, sr_from: int, sr_to: int = EVAL_SR) -> np.ndarra
     return resample_poly(audio, sr_to // g, sr_from // g).astype(np.float32)
 
 
+def as_pcm16(audio: np.ndarray) -> np.ndarray:
+    """The audio a 16-bit PCM file holds, back as float: clipped to [-1, 1] and rounded to
+    multiples of 1/32767, exactly as ``prepare`` stores the reference (``render.to_int16``) and
+    reads it back (/ 32767). The reference passes through unchanged.
+
+    audio: (samples,) -> (samples,) float32
+    """
+    return to_int16(np.asarray(audio, dtype=np.float32))[0].astype(np.float32) / np.float32(32767.0)
+
+
 _MRSTFT = MultiResolutionSTFTDistance(per_example=True)
+_MRSTFT_FLOORED = MultiResolutionSTFTDistance(per_example=True, floor_db=FLOOR_DB)
 
 
 def spectral_metrics(audio: np.ndarray, ref: np.ndarray) -> dict:
-    """MR-STFT distance and LSD of ``audio`` against ``ref`` (both (samples,) at 16 kHz)."""
+    """MR-STFT distance (unfloored and floored) and LSD of ``audio`` against ``ref`` (both
+    (samples,) at 16 kHz)."""
     a, r = torch.from_numpy(audio)[None], torch.from_numpy(ref)[None]
     with torch.no_grad():
-        return {"mrstft": float(_MRSTFT(a, r)[0]), "lsd": float(log_spectral_distance(a, r)[0])}
+        return {
+            "mrstft": float(_MRSTFT(a, r)[0]),
+            "mrstft_floor80": float(_MRSTFT_FLOORED(a, r)[0]),
+            "lsd": float(log_spectral_distance(a, r)[0]),
+        }
 
 
 def frame_rms_db(audio: np.ndarray, sr: int = EVAL_SR, frame_s: float = 0.05) -> np.ndarray:
@@ -197,6 +223,16 @@ class System:
     kind: str  # "model", "baseline" or "reference"
     render: Callable[[Clip], tuple[np.ndarray, float]]
     sr: int
+
+
+def system_output(system: System, clip: Clip) -> tuple[np.ndarray, float]:
+    """The one path from every system, reference included, to the metrics: its audio as a 16-bit
+    file at its own rate would hold it, then resampled to 16 kHz.
+
+    Returns (audio (samples,) at EVAL_SR, compute seconds).
+    """
+    audio, compute_s = system.render(clip)
+    return resample(as_pcm16(audio), system.sr), compute_s
 
 
 class _Pieces:
@@ -357,12 +393,11 @@ def evaluate(
         if progress:
             progress(f"{clip.name}: {clip.piece['file']} from {clip.start_s:.1f} s")
         notes = clip_notes(pieces.perf(clip.piece), clip)
-        ref16 = resample(ref.render(clip)[0], ref.sr)
+        ref16 = system_output(ref, clip)[0]
         clip_info.append({"name": clip.name, "file": clip.piece["file"], "start_s": clip.start_s, "seconds": clip.seconds, "notes": len(notes)})
         plot_piano_roll(notes, clip.seconds, out / "img" / f"{clip.name}_roll.png")
         for si, system in enumerate(systems):
-            audio, compute_s = system.render(clip)
-            a16 = resample(audio, system.sr)
+            a16, compute_s = system_output(system, clip)
             row = spectral_metrics(a16, ref16)
             row["loudness_r"] = loudness_correlation(a16, ref16)
             row["note_f1"] = onset_f1(notes, transcriber.transcribe(a16, EVAL_SR)) if transcriber else float("nan")
@@ -408,14 +443,15 @@ def _fmt(stat: dict, digits: int) -> str:
 
 def metrics_table(result: dict) -> str:
     """A markdown table: one row per system, mean ± standard deviation over clips."""
-    head = "| system | MR-STFT ↓ | LSD dB ↓ | loudness r ↑ | note F1 ↑ | speed (× real time) ↑ |\n"
-    head += "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+    head = "| system | MR-STFT ↓ | MR-STFT, floor −80 dB ↓ | LSD dB ↓ | loudness r ↑ | note F1 ↑ | speed (× real time) ↑ |\n"
+    head += "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     lines = []
     for s in result["systems"]:
         m = result["summary"][s["name"]]
         speed = "—" if m["speed"]["mean"] is None else f"{m['speed']['mean']:.0f}"
         lines.append(
-            f"| {s['name']} | {_fmt(m['mrstft'], 3)} | {_fmt(m['lsd'], 2)} | {_fmt(m['loudness_r'], 3)} | "
+            f"| {s['name']} | {_fmt(m['mrstft'], 3)} | {_fmt(m['mrstft_floor80'], 3)} | {_fmt(m['lsd'], 2)} | "
+            f"{_fmt(m['loudness_r'], 3)} | "
             f"{_fmt(m['note_f1'], 3)} | {speed} |"
         )
     n = len(result["clips"])
@@ -438,12 +474,16 @@ def listening_page(result: dict) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>pianosynth listening page</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td{white-space:nowrap}"
+        "th:first-child,td:first-child{text-align:left;white-space:normal}"
         ".grid{display:grid;grid-template-columns:260px 320px 1fr;gap:6px;align-items:center}"
         "img{max-width:100%}audio{width:300px}h2{margin-top:2em}</style></head><body>",
         "<h1>pianosynth: listening page</h1>",
         f"<p>Every system renders the same clips of the <b>{html.escape(result['split'])}</b> split of "
-        f"<code>{html.escape(result['cache'])}</code>; metrics compare each with the reference at 16 kHz.</p>",
+        f"<code>{html.escape(result['cache'])}</code>; metrics compare each with the reference at 16 kHz, every "
+        "system's output (the reference's included) taken as the 16-bit PCM its file would hold. The floored "
+        "MR-STFT treats bins more than 80 dB below a full-scale sinusoid as silent, so inaudible noise cannot move it; it compresses "
+        "the bottom of the scale, so read it beside the unfloored one, never alone.</p>",
         md_to_html_table(metrics_table(result)),
     ]
     for clip in result["clips"]:

@@ -1,7 +1,8 @@
 """Spectral and time-domain losses and distances. Each loss is an nn.Module returning one number.
 
 Conventions shared by every spectral term here (and by ``pianosynth evaluate``): a periodic Hann
-window, magnitudes of ``torch.stft`` on audio in [-1, 1], and natural logs of ``|STFT| + 1e-5``.
+window, magnitudes of ``torch.stft`` on audio in [-1, 1], and natural logs of ``|STFT| + 1e-5``
+(``MultiResolutionSTFTDistance`` can instead floor its logs a set level below full scale).
 """
 
 from __future__ import annotations
@@ -56,28 +57,47 @@ class LogMagLoss(nn.Module):
         return torch.mean(torch.abs(torch.log(p + LOG_EPS) - torch.log(t + LOG_EPS)))
 
 
+def full_scale_peak(window: torch.Tensor) -> float:
+    """|STFT| of a full-scale sinusoid (amplitude 1) at its peak bin, for a window centred on a
+    bin's frequency: ``sum(window) / 2``, which is ``n_fft / 4`` for a periodic Hann window."""
+    return float(window.sum()) / 2
+
+
 class MultiResolutionSTFTDistance(nn.Module):
     """Spectral convergence + mean absolute log-magnitude difference, averaged over FFT sizes.
 
     For each size n (hop n/4):  SC = ||T| - |P||_F / ||T||_F  and
-    LM = mean |log(|T|+1e-5) - log(|P|+1e-5)|; the distance is the mean over sizes of SC + LM.
+    LM = mean |log(|T|+eps_n) - log(|P|+eps_n)|; the distance is the mean over sizes of SC + LM.
     With ``per_example=True`` it returns one value per batch item (SC over each item's own norm).
+
+    ``floor_db=None`` (the default, and what training uses) takes eps_n = 1e-5 at every size. A
+    ``floor_db`` such as -80 takes eps_n = 10^(floor_db/20) * full_scale_peak(window_n), i.e.
+    ``1e-4 * n / 4`` for -80 dB with a Hann window: bins far below hearing then count as equal.
+    With 1e-5, a 16-bit file's rounding noise sits about 25 dB above the floor in every bin, so
+    the log term partly measures whether two systems share a noise floor (issue 14).
 
     pred, target: (batch, samples) -> scalar, or (batch,)
     """
 
-    def __init__(self, fft_sizes: tuple[int, ...] = (512, 1024, 2048), per_example: bool = False):
+    def __init__(
+        self, fft_sizes: tuple[int, ...] = (512, 1024, 2048), per_example: bool = False, floor_db: float | None = None
+    ):
         super().__init__()
         self.stfts = nn.ModuleList(STFTMag(n) for n in fft_sizes)
         self.per_example = per_example
+        self.floor_db = floor_db
+        # eps per FFT size, in |STFT| units (the STFT of a size-n window grows with n)
+        self.log_eps = [
+            LOG_EPS if floor_db is None else 10 ** (floor_db / 20) * full_scale_peak(s.window) for s in self.stfts
+        ]
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = 0.0
         dims = (1, 2) if self.per_example else (0, 1, 2)
-        for stft in self.stfts:
+        for stft, eps in zip(self.stfts, self.log_eps):
             p, t = stft(pred), stft(target)
             sc = torch.sqrt(torch.sum((t - p) ** 2, dim=dims)) / torch.sqrt(torch.sum(t**2, dim=dims)).clamp_min(1e-12)
-            lm = torch.mean(torch.abs(torch.log(t + LOG_EPS) - torch.log(p + LOG_EPS)), dim=dims)
+            lm = torch.mean(torch.abs(torch.log(t + eps) - torch.log(p + eps)), dim=dims)
             total = total + sc + lm
         return total / len(self.stfts)
 

@@ -128,6 +128,7 @@ class VoicesDecoder(nn.Module):
         self.register_buffer("bands_to_bins", band_matrix(bands, self.n_fft // 2 + 1, sample_rate), persistent=False)
         self.register_buffer("hann", torch.hann_window(2 * hop_samples, periodic=True), persistent=False)
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        self._bases: dict[int, tuple] = {}  # key -> (what it was computed from, basis); see _basis
 
     # -----------------------------------------------------------------------------------------
     # Partials
@@ -250,14 +251,29 @@ class VoicesDecoder(nn.Module):
             p = counts[k_]
             if p == 0:
                 continue
-            omega_q = (2 * math.pi / sr) * freqs[k_, :p, None] * q[None, :]  # (p, 2 hop)
-            basis = torch.cat([torch.cos(omega_q), torch.sin(omega_q)]) * self.hann  # sin(a+b) = sin a cos b + cos a sin b
-            pieces.append((rows, torch.cat([coef_s[rows, :p], coef_c[rows, :p]], dim=1) @ basis))
+            pieces.append((rows, torch.cat([coef_s[rows, :p], coef_c[rows, :p]], dim=1) @ self._basis(k_, p, freqs, q)))
         if pieces:
             frames = frames.index_put((torch.cat([r for r, _ in pieces]),), torch.cat([f for _, f in pieces]))
         # frame 0 starts at the onset: nothing before it
         frames = frames * torch.where((m == 0)[:, None] & (q < hop)[None, :], 0.0, 1.0).to(dt)
         return self._overlap_add(frames, centre - hop, vb, b, t, hop)
+
+    def _basis(self, key: int, p: int, freqs: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """One key's windowed cosines and sines over a frame, (2 p, 2 hop): a frame's samples are
+        ``[a sin theta, a cos theta] @ basis``, since sin(theta + w q) = sin theta cos w q + cos theta sin w q.
+        Without gradients (synthesis) each key's basis is computed once and kept, keyed by its
+        frequencies, so new weights never meet an old basis."""
+        cache_key = None
+        if not torch.is_grad_enabled():
+            cache_key = (key, p, q.dtype, tuple(freqs[key, :p].tolist()))
+            hit = self._bases.get(key)
+            if hit is not None and hit[0] == cache_key:
+                return hit[1]
+        omega_q = (2 * math.pi / self.sample_rate) * freqs[key, :p, None] * q[None, :]  # (p, 2 hop)
+        basis = torch.cat([torch.cos(omega_q), torch.sin(omega_q)]) * self.hann
+        if cache_key is not None:
+            self._bases[key] = (cache_key, basis)
+        return basis
 
     def _overlap_add(self, frames, starts, vb, b, t, hop) -> torch.Tensor:
         """Adds rows of samples (rows, n) at sample ``starts`` (multiples of NOTE_BLOCK) into each

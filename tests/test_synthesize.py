@@ -16,7 +16,7 @@ from pianosynth.examples import write_demo_midi
 from pianosynth.features import compute_features
 from pianosynth.midi import read_midi
 from pianosynth.synthesize import SynthesisError, synthesize_file
-from pianosynth.train import model_from_checkpoint
+from pianosynth.train import model_from_checkpoint, save_checkpoint
 
 pytestmark = needs_fluidsynth
 
@@ -78,7 +78,7 @@ def test_clipping_warns(trained, tmp_path):
     state = torch.load(ckpt, weights_only=False)
     state["model"]["decoder.proj.bias"] += 5.0  # a model whose output is far beyond full scale
     loud = tmp_path / "loud.pt"
-    torch.save(state, loud)
+    save_checkpoint(loud, state)  # a new checksum for the changed weights
     path = write_events(tmp_path / "n.mid", tempo(0, 120) + note(1, 0, 480, 60))
     res = synthesize_file(path, tmp_path / "loud.wav", model_path=loud)
     assert res.clipped_samples > 0 and any("clipped" in w for w in res.warnings)

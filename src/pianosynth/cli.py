@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import signal
 import sys
 from pathlib import Path
 
 from . import __version__
+from .midi import MAX_SECONDS
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -56,7 +58,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise UserError(f"{input_dir}: no MIDI files found")
     print(f"preparing {len(sources)} file(s) from {input_dir} with {args.jobs} job(s)", file=sys.stderr)
     name = args.name or input_dir.resolve().name
-    cache_dir = prepare(sources, Path(args.out), cfg, name=name, jobs=args.jobs, progress=_progress("prepare"))
+    cache_dir = prepare(
+        sources, Path(args.out), cfg, name=name, jobs=args.jobs, progress=_progress("prepare"),
+        max_seconds=args.max_seconds, verify=args.verify,
+    )  # fmt: skip
     cache = Cache(cache_dir)
     for piece in cache.pieces:
         for w in piece.get("warnings", []):
@@ -109,6 +114,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         cache = Cache(args.cache)
     except CacheError as e:
         raise UserError(str(e)) from e
+    problems = cache.check_arrays()
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"{problems[0]}{more}; run prepare again to repair the cache")
     if args.json:
         print(json.dumps(cache.summary(), indent=1))
     else:
@@ -159,6 +168,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .train import train
 
+    fixed = sorted({kv.split("=", 1)[0] for kv in args.set if kv.split(".", 1)[0] in ("features", "render")})
+    if fixed:
+        raise UserError(f"--set {', '.join(fixed)}: features and render settings come from the cache; set them on prepare")
     cfg = load_config(args.config, args.set)
     if args.threads:
         import torch
@@ -185,6 +197,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     result = synthesize_file(
         args.input, args.output, model_path=args.model, force=args.force, normalize=args.normalize,
         plot=args.plot, chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds, threads=args.threads,
+        max_seconds=args.max_seconds,
     )  # fmt: skip
     for w in result.warnings:
         _warn(w)
@@ -263,6 +276,34 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+# Every number the CLI takes: option dest -> (kind, lowest, highest), checked in main before any
+# work, so a bad value is one line naming the option, the value and what is allowed (issue 11).
+NUMBER_OPTIONS = {
+    "jobs": (int, 1, 256), "limit": (int, 1, None), "max_hours": (float, 0, None), "program": (int, 0, 127),
+    "threads": (int, 1, 1024), "normalize": (float, 0, 1), "chunk_seconds": (float, 0, 3600),
+    "context_seconds": (float, 0, 600), "seed": (int, 0, None), "bars": (int, 1, 10000), "clips": (int, 1, 100000),
+    "seconds": (float, 0, 86400), "max_seconds": (float, 0, None),
+}  # fmt: skip
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Raises UserError for a number option outside its range, NaN or infinite. Floats must be
+    above their lowest value (0 s, peak 0), integers at least it."""
+    import math
+
+    for dest, (kind, lo, hi) in NUMBER_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        option = "--" + dest.replace("_", "-")
+        finite = math.isfinite(value)
+        above = value >= lo if kind is int else value > lo
+        if not finite or not above or (hi is not None and value > hi):
+            low = f">= {lo}" if kind is int else f"> {lo}"
+            allowed = f"{low} and <= {hi}" if hi is not None else low
+            raise UserError(f"{option} must be {'an integer' if kind is int else 'a finite number'} {allowed}, got {value}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
@@ -286,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--program", type=int, default=None, help="General MIDI program for every note (default 0, grand piano)")
     p.add_argument("--sample-rate", type=int, default=None, help="16000, 22050, 24000 or 44100 (default from config)")
     p.add_argument("--preset", choices=["score", "performance"], default=None, help="feature channels (default from config)")
+    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="skip pieces longer than this")
+    p.add_argument("--verify", action="store_true", help="also check every cached array against its hash; redo pieces that fail")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("info", help="summarise a prepared cache", formatter_class=fmt)
@@ -314,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per chunk of the chunked synthesis")
     p.add_argument("--context-seconds", type=float, default=2.0, help="context on each side of a chunk")
     p.add_argument("--threads", type=int, default=None, help="CPU threads, each synthesizing its share of the chunks (default: torch's count)")
+    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="refuse pieces longer than this")
     p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("demo", help="synthesize a generated piece with the shipped model", formatter_class=fmt)
@@ -359,10 +403,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    previous_term = signal.signal(signal.SIGTERM, _terminate)
     try:
+        check_numbers(args)
         return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted: finished work was kept; run the same command again to resume", file=sys.stderr)
+        if args.command in ("prepare", "train"):
+            print("interrupted: finished work was kept; run the same command again to resume", file=sys.stderr)
+        elif args.command in ("synthesize", "export"):
+            print("interrupted: no output was written (it appears only once complete)", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (UserError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError, EvaluationError) as e:
         if args.verbose:
@@ -377,6 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM as Ctrl-C: the work stops through the same clean-up (temporary files removed,
+    FluidSynth killed); train installs its own handler that finishes the step first."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

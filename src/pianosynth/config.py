@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -22,10 +23,32 @@ FEATURE_PRESETS = ("score", "performance")
 
 
 LR_SCHEDULES = ("constant", "cosine")
+# Names the library registers elsewhere (model.CELLS, decoders.DECODERS, losses.LOSSES), repeated
+# here so that a config is checked without importing torch; tests/test_config.py keeps them equal.
+CELLS = ("gru", "lstm", "rnn")
+DECODERS = ("ddsp", "frames", "istft", "voices")
+WINDOWS = ("ola", "rect")
+LOSSES = ("complex", "l1", "logmag", "mrstft", "mse")
+MAX_HIDDEN = 4096  # hidden units per direction: 4096 is ~100M weights a layer pair, far past any use here
 
 
 class ConfigError(ValueError):
     """A configuration file or ``--set`` override that does not fit the schema."""
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raises ConfigError naming the key, the value and what is allowed, unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _in(x: Any, lo: float, hi: float) -> bool:
+    """A finite number in [lo, hi]."""
+    return _finite(x) and lo <= x <= hi
 
 
 @dataclass(frozen=True)
@@ -40,12 +63,10 @@ class FeatureConfig:
             raise ConfigError(
                 f"features.sample_rate must be one of {SUPPORTED_SAMPLE_RATES}, got {self.sample_rate}"
             )
-        if self.hop_samples <= 0:
-            raise ConfigError(f"features.hop_samples must be positive, got {self.hop_samples}")
+        _require(_in(self.hop_samples, 1, 8192), "features.hop_samples", self.hop_samples, "an integer in 1..8192")
         if self.preset not in FEATURE_PRESETS:
             raise ConfigError(f"features.preset must be one of {FEATURE_PRESETS}, got {self.preset!r}")
-        if self.tail_seconds < 0:
-            raise ConfigError(f"features.tail_seconds must be >= 0, got {self.tail_seconds}")
+        _require(_in(self.tail_seconds, 0, 60), "features.tail_seconds", self.tail_seconds, "in 0..60 seconds")
 
     @property
     def frame_rate(self) -> float:
@@ -80,8 +101,8 @@ class RenderConfig:
             raise ConfigError(f"render.program must be in 0..127, got {self.program}")
         if not 0 <= self.bank <= 16383:
             raise ConfigError(f"render.bank must be in 0..16383, got {self.bank}")
-        if self.gain <= 0:
-            raise ConfigError(f"render.gain must be positive, got {self.gain}")
+        _require(_in(self.gain, 1e-6, 10), "render.gain", self.gain, "in (0, 10]")
+        _require(bool(self.soundfont), "render.soundfont", self.soundfont, "a path")
 
 
 @dataclass(frozen=True)
@@ -92,7 +113,15 @@ class ModelConfig:
     bidirectional: bool = True  # the report's BiRNN; False is an ablation
     decoder: str = "frames"  # the part that turns encoder states into audio (see model.DECODERS)
     window: str = "ola"  # frames decoder: "rect" emits hop_samples per frame; "ola" emits 2*hop, Hann overlap-add
-    dropout: float = 0.0  # dropout between recurrent layers
+    dropout: float = 0.0  # dropout between recurrent layers, in [0, 1)
+
+    def __post_init__(self) -> None:
+        _require(self.cell in CELLS, "model.cell", self.cell, f"one of {CELLS}")
+        _require(_in(self.layers, 1, 4), "model.layers", self.layers, "an integer in 1..4")
+        _require(_in(self.hidden, 1, MAX_HIDDEN), "model.hidden", self.hidden, f"an integer in 1..{MAX_HIDDEN}")
+        _require(self.decoder in DECODERS, "model.decoder", self.decoder, f"one of {DECODERS}")
+        _require(self.window in WINDOWS, "model.window", self.window, f"one of {WINDOWS}")
+        _require(_finite(self.dropout) and 0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -114,6 +143,30 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        _require(_in(self.batch_size, 1, 4096), "train.batch_size", self.batch_size, "an integer in 1..4096")
+        _require(
+            _finite(self.example_seconds) and 0 < self.example_seconds <= 600,
+            "train.example_seconds", self.example_seconds, "in (0, 600] seconds",
+        )  # fmt: skip
+        _require(
+            _finite(self.learning_rate) and self.learning_rate > 0,
+            "train.learning_rate", self.learning_rate, "a finite number > 0",
+        )  # fmt: skip
+        _require(_in(self.steps, 1, 10**12), "train.steps", self.steps, "an integer >= 1")
+        _require(
+            isinstance(self.loss, dict) and len(self.loss) > 0 and set(self.loss) <= set(LOSSES),
+            "train.loss", self.loss, f"a non-empty mapping of loss names {LOSSES} to weights",
+        )  # fmt: skip
+        for name, weight in self.loss.items():
+            _require(_in(weight, 0, 1e6), f"train.loss.{name}", weight, "a weight in 0..1e6")
+        _require(any(w > 0 for w in self.loss.values()), "train.loss", self.loss, "at least one weight > 0")
+        for key in ("valid_every", "valid_examples", "checkpoint_every"):
+            value = getattr(self, key)
+            _require(_in(value, 1, 10**12), f"train.{key}", value, "an integer >= 1")
+        _require(_in(self.grad_clip, 0, 1e9), "train.grad_clip", self.grad_clip, "in 0..1e9 (0 disables clipping)")
+        _require(_in(self.seed, 0, 2**63 - 1), "train.seed", self.seed, "an integer >= 0")
+        _require(_in(self.num_workers, 0, 256), "train.num_workers", self.num_workers, "an integer in 0..256")
+        _require(_in(self.max_minutes, 0, 1e7), "train.max_minutes", self.max_minutes, "in 0..1e7 (0: no time budget)")
 
 
 @dataclass(frozen=True)
@@ -166,6 +219,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     """Builds a Config from nested dicts, e.g. a checkpoint's stored config."""
     if data is None:
         data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
     unknown = sorted(set(data) - set(_SECTION_TYPES))
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; known sections are {sorted(_SECTION_TYPES)}")
@@ -197,7 +252,10 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
         parts = dotted.strip().split(".")
         if len(parts) != 2:
             raise ConfigError(f"--set expects section.key=value, got {pair!r}")
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {dotted}: the value {raw!r} is not valid YAML") from e
         out.setdefault(parts[0], {})[parts[1]] = value
     return out
 
@@ -209,7 +267,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
-    return data or {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e})") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections, got a YAML {type(data).__name__}")
+    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -32,8 +32,8 @@ import numpy as np
 
 from .config import Config, FeatureConfig, RenderConfig, config_from_dict, stable_hash
 from .fileio import atomic_write
-from .features import check_alignment, compute_features, compute_notes, dequantize, n_frames_for, quantize
-from .midi import MidiError, read_midi
+from .features import NOTE_COLUMNS, check_alignment, compute_features, compute_notes, dequantize, n_frames_for, quantize
+from .midi import MAX_SECONDS, MidiError, read_midi
 
 log = logging.getLogger(__name__)
 
@@ -175,31 +175,46 @@ def save_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
 
 
-def prepare_piece(src: SourceFile, pieces_dir: Path, features: FeatureConfig, render_cfg: RenderConfig) -> dict:
+def prepare_piece(
+    src: SourceFile, pieces_dir: Path, features: FeatureConfig, render_cfg: RenderConfig, max_seconds: float | None = MAX_SECONDS
+) -> dict:
     """Features + reference audio for one file, written into ``pieces_dir``; returns its record.
 
-    A file that cannot be used gives a record with ``skipped`` set to the reason instead. A
-    missing FluidSynth or SoundFont is not a property of the file, so it raises RenderError.
+    A file that cannot be used (unreadable, over ``max_seconds`` or the density limit, or one
+    FluidSynth renders past its bounds) gives a record with ``skipped`` set to the reason instead.
+    A missing FluidSynth or SoundFont is not a property of the file, so it raises RenderError.
     """
-    from .render import render, to_int16
+    from .render import RenderLimitError, render, to_int16
 
     pid = piece_id(src.rel)
-    record = {"id": pid, "file": src.rel, "split": src.split}
-    try:
-        record["sha1"] = file_sha1(src.path)
-        perf = read_midi(src.path)
-    except (MidiError, OSError) as e:
+    record = {"id": pid, "file": src.rel, "split": src.split, "max_seconds": max_seconds}
+
+    def skip(e: Exception) -> dict:
         record["skipped"] = str(e).replace(str(src.path), src.rel)
         save_json(pieces_dir / f"{pid}.json", record)
         return record
+
+    try:
+        record["sha1"] = file_sha1(src.path)
+        perf = read_midi(src.path, max_seconds=max_seconds)
+    except (MidiError, OSError) as e:
+        return skip(e)
     n_frames = n_frames_for(perf, features)
     x = quantize(compute_features(perf, features, n_frames))  # (frames, channels) uint8
     n_samples = n_frames * features.hop_samples
-    audio, clipped = to_int16(render(perf, render_cfg, features, n_samples))  # (samples,) int16
+    try:
+        audio, clipped = to_int16(render(perf, render_cfg, features, n_samples))  # (samples,) int16
+    except RenderLimitError as e:
+        return skip(MidiError(f"{src.rel}: {e}"))
     check_alignment(x.shape[0], audio.shape[0], features.hop_samples)
-    _save_npy(pieces_dir / f"{pid}.features.npy", x)
-    _save_npy(pieces_dir / f"{pid}.audio.npy", audio)
-    _save_npy(pieces_dir / f"{pid}.notes.npy", compute_notes(perf, features, n_samples))
+    arrays = {"features": x, "audio": audio, "notes": compute_notes(perf, features, n_samples)}
+    for kind, array in arrays.items():
+        _save_npy(pieces_dir / f"{pid}.{kind}.npy", array)
+    # what check_arrays compares the files with; the hash is checked by prepare --verify
+    record["arrays"] = {
+        kind: {"shape": list(a.shape), "dtype": a.dtype.str, "sha1": file_sha1(pieces_dir / f"{pid}.{kind}.npy")}
+        for kind, a in arrays.items()
+    }
     record.update(
         frames=int(n_frames),
         seconds=n_samples / features.sample_rate,
@@ -218,6 +233,18 @@ def add_note_table(src: SourceFile, record: dict, pieces_dir: Path, features: Fe
     _save_npy(pieces_dir / f"{record['id']}.notes.npy", compute_notes(perf, features, n_samples))
 
 
+def _read_record(path: Path) -> dict | None:
+    """A piece's record, or None if it is absent or unreadable (then the piece is redone)."""
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        log.warning("redoing %s: its record is unreadable", path.name)
+        return None
+    return rec if isinstance(rec, dict) and "id" in rec and ("skipped" in rec or "frames" in rec) else None
+
+
 def _prepare_worker(args: tuple) -> dict:
     return prepare_piece(*args)
 
@@ -225,6 +252,68 @@ def _prepare_worker(args: tuple) -> dict:
 def _quiet_worker() -> None:
     # Warnings travel back in each record and the parent reports them, so workers stay quiet.
     logging.getLogger("pianosynth").setLevel(logging.ERROR)
+    import signal
+    import sys
+
+    from .render import _die_with_parent
+
+    _die_with_parent()  # a worker (and through it its FluidSynth) dies with a killed prepare
+    # Pool.terminate sends SIGTERM: exit through Python so temporary folders are removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking cached arrays
+# ---------------------------------------------------------------------------------------------
+
+ARRAY_KINDS = ("features", "audio", "notes")
+
+
+def _npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, bytes the file must have) from a .npy header, without reading the data."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return shape, dtype, f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def _expected_arrays(record: dict, features: FeatureConfig) -> dict:
+    """kind -> (shape with None for any length, dtype) of a piece's arrays. Records written before
+    issue 11 carry no ``arrays`` and are checked against their frame count and the config."""
+    if "arrays" in record:
+        return {k: (tuple(v["shape"]), np.dtype(v["dtype"])) for k, v in record["arrays"].items()}
+    frames = record["frames"]
+    return {
+        "features": ((frames, features.n_channels), np.dtype(np.uint8)),
+        "audio": ((frames * features.hop_samples,), np.dtype(np.int16)),
+        "notes": ((None, len(NOTE_COLUMNS)), np.dtype(np.int64)),
+    }
+
+
+def check_piece_arrays(pieces_dir: Path, record: dict, features: FeatureConfig, verify: bool = False) -> str | None:
+    """What is wrong with a finished piece's arrays (missing, truncated, another shape or dtype,
+    or, with ``verify``, another hash than its record's), or None if nothing is."""
+    expected = _expected_arrays(record, features)
+    for kind in ARRAY_KINDS:
+        path = pieces_dir / f"{record['id']}.{kind}.npy"
+        if not path.is_file():
+            return f"{record['file']}: {path.name} is missing"
+        try:
+            shape, dtype, size = _npy_header(path)
+        except (OSError, ValueError) as e:
+            return f"{record['file']}: {path.name} is not a readable array ({e})"
+        want_shape, want_dtype = expected[kind]
+        if dtype != want_dtype or len(shape) != len(want_shape) or any(
+            w is not None and w != g for w, g in zip(want_shape, shape)
+        ):
+            return f"{record['file']}: {path.name} is {dtype} {shape}, the manifest says {want_dtype} {want_shape}"
+        if path.stat().st_size != size:
+            return f"{record['file']}: {path.name} has {path.stat().st_size} bytes, its header needs {size} (truncated?)"
+        if verify and "arrays" in record and file_sha1(path) != record["arrays"][kind]["sha1"]:
+            return f"{record['file']}: {path.name} does not match its hash in the manifest (damaged)"
+    return None
 
 
 def prepare(
@@ -234,15 +323,22 @@ def prepare(
     name: str = "cache",
     jobs: int = 1,
     progress: Callable[[Iterator, int], Iterator] | None = None,
+    max_seconds: float | None = MAX_SECONDS,
+    verify: bool = False,
 ) -> Path:
     """Builds (or finishes) the cache for ``sources`` and returns its folder.
 
-    Pieces already finished by an earlier, interrupted run are kept and not redone.
-    ``progress(iterator, total)`` may wrap the iterator of finished pieces (e.g. with tqdm).
+    Pieces already finished by an earlier, interrupted run are kept and not redone, unless their
+    arrays fail ``check_piece_arrays`` (with ``verify``, their hashes too): those are redone, as
+    are pieces skipped under another ``max_seconds``. ``progress(iterator, total)`` may wrap the
+    iterator of finished pieces (e.g. with tqdm).
     """
-    from .render import check_renderer
+    from .render import check_renderer, remove_stale_render_folders
 
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     check_renderer(cfg.render)  # fail before any work if FluidSynth or the SoundFont is missing
+    remove_stale_render_folders()  # left by a run killed with -9
     cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg)}"
     pieces_dir = cache_dir / "pieces"
     pieces_dir.mkdir(parents=True, exist_ok=True)
@@ -252,12 +348,20 @@ def prepare(
     todo = []
     for src in sources:
         rec_path = pieces_dir / f"{piece_id(src.rel)}.json"
-        if rec_path.is_file():
-            records[src.rel] = rec = json.loads(rec_path.read_text())
-            if "skipped" not in rec and not (pieces_dir / f"{rec['id']}.notes.npy").is_file():
+        rec = _read_record(rec_path)
+        if rec is not None and "skipped" in rec and rec.get("max_seconds", MAX_SECONDS) != max_seconds:
+            rec = None  # skipped under another length limit: try again under this one
+        if rec is not None and "skipped" not in rec:
+            if "arrays" not in rec and not (pieces_dir / f"{rec['id']}.notes.npy").is_file():
                 add_note_table(src, rec, pieces_dir, cfg.features)  # a cache from before note tables
+            problem = check_piece_arrays(pieces_dir, rec, cfg.features, verify=verify)
+            if problem:
+                log.warning("redoing %s", problem)
+                rec = None
+        if rec is not None:
+            records[src.rel] = rec
         else:
-            todo.append((src, pieces_dir, cfg.features, cfg.render))
+            todo.append((src, pieces_dir, cfg.features, cfg.render, max_seconds))
     if todo:
         if jobs > 1 and len(todo) > 1:
             import multiprocessing as mp
@@ -297,17 +401,28 @@ class Cache:
         path = self.dir / MANIFEST
         if not path.is_file():
             raise CacheError(f"{self.dir}: no {MANIFEST} (not a cache, or prepare did not finish)")
-        self.manifest = json.loads(path.read_text())
-        if self.manifest.get("version") != CACHE_VERSION:
-            raise CacheError(
-                f"{self.dir}: cache version {self.manifest.get('version')}, expected {CACHE_VERSION}; "
-                "run prepare again"
-            )
-        cfg = config_from_dict(self.manifest["config"])
+        try:
+            self.manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CacheError(f"{path}: unreadable ({type(e).__name__}); run prepare again to rewrite it") from e
+        if not isinstance(self.manifest, dict) or self.manifest.get("version") != CACHE_VERSION:
+            version = self.manifest.get("version") if isinstance(self.manifest, dict) else None
+            raise CacheError(f"{self.dir}: cache version {version}, expected {CACHE_VERSION}; run prepare again")
+        try:
+            cfg = config_from_dict(self.manifest["config"])
+            self.pieces: list[dict] = list(self.manifest["pieces"])
+            self.skipped: list[dict] = list(self.manifest["skipped"])
+            for piece in self.pieces:
+                piece["id"], piece["file"], piece["split"], piece["frames"], piece["seconds"]  # noqa: B018
+        except (KeyError, TypeError, ValueError) as e:
+            raise CacheError(f"{path}: incomplete or damaged ({type(e).__name__}: {e}); run prepare again") from e
         self.features: FeatureConfig = cfg.features
         self.render: RenderConfig = cfg.render
-        self.pieces: list[dict] = self.manifest["pieces"]
-        self.skipped: list[dict] = self.manifest["skipped"]
+
+    def check_arrays(self, verify: bool = False) -> list[str]:
+        """One line per piece whose arrays do not match the manifest (see check_piece_arrays)."""
+        problems = (check_piece_arrays(self.dir / "pieces", p, self.features, verify) for p in self.pieces)
+        return [f"{self.dir}: {p}" for p in problems if p]
 
     def split(self, name: str) -> list[dict]:
         return [p for p in self.pieces if p["split"] == name]

@@ -9,6 +9,7 @@ re-struck key goes up, and no note-on is lost.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,10 @@ LOWEST_KEY = 21  # A0, MIDI note number of the lowest piano key
 HIGHEST_KEY = 108  # C8
 N_KEYS = HIGHEST_KEY - LOWEST_KEY + 1  # 88
 PEDAL_CONTROLLERS = {"sustain": 64, "sostenuto": 66, "soft": 67}
+# Limits checked before any features or audio are allocated (issue 11). The longest piece of ASAP
+# lasts 31 min; an hour of features at 16 kHz and hop 256 is 240 MB of float32.
+MAX_SECONDS = 3600.0  # default for --max-seconds: pieces longer than this are refused
+MAX_ONSETS_PER_SECOND = 1000  # notes starting within any one second; ten fingers manage ~40
 
 
 class MidiError(ValueError):
@@ -60,14 +65,15 @@ class Performance:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_midi(path: str | Path) -> Performance:
+def read_midi(path: str | Path, max_seconds: float | None = MAX_SECONDS) -> Performance:
     """Reads a type-0 or type-1 Standard MIDI File into piano notes and pedal curves.
 
     All non-drum tracks and channels are merged. Drum-channel notes and notes outside the 88 keys
     are dropped, counted and reported in ``Performance.warnings`` for the caller to show.
 
     Raises:
-        MidiError: the file is missing, unreadable, or has no pitched note on the piano's keys.
+        MidiError: the file is missing, unreadable, has no pitched note on the piano's keys, or
+            is over the limits (``check_limits``; ``max_seconds=None`` lifts the length limit).
     """
     import pretty_midi  # imported here: it is slow to import and not every command needs it
 
@@ -80,7 +86,33 @@ def read_midi(path: str | Path) -> Performance:
         pm = pretty_midi.PrettyMIDI(str(path))
     except Exception as e:  # pretty_midi/mido raise many types for malformed bytes
         raise MidiError(f"{path}: not a readable MIDI file ({type(e).__name__}: {e})") from e
-    return performance_from_pretty_midi(pm, name=str(path))
+    perf = performance_from_pretty_midi(pm, name=str(path))
+    check_limits(perf, max_seconds, name=str(path))
+    return perf
+
+
+def check_limits(perf: Performance, max_seconds: float | None = MAX_SECONDS, name: str = "<midi>") -> None:
+    """Refuses a performance longer than ``max_seconds`` (None: no length limit) or with more than
+    MAX_ONSETS_PER_SECOND notes starting within one second, before anything is allocated for it.
+
+    Raises:
+        MidiError: one line naming the limit and the option that sets it.
+    """
+    if not math.isfinite(perf.end_s):
+        raise MidiError(f"{name}: events at a non-finite time (a broken tempo map)")
+    if max_seconds is not None and perf.end_s > max_seconds:
+        raise MidiError(
+            f"{name}: lasts {perf.end_s:.0f} s, over the limit of {max_seconds:g} s "
+            "(raise it with --max-seconds if the piece really is that long)"
+        )
+    onsets = np.sort(np.array([n.start_s for n in perf.notes], dtype=np.float64))
+    within = np.searchsorted(onsets, onsets + 1.0, side="left") - np.arange(len(onsets))  # (notes,)
+    if len(onsets) and within.max() > MAX_ONSETS_PER_SECOND:
+        i = int(within.argmax())
+        raise MidiError(
+            f"{name}: {int(within[i])} notes start within one second at {onsets[i]:.1f} s, over the "
+            f"limit of {MAX_ONSETS_PER_SECOND} (not a piano performance)"
+        )
 
 
 def performance_from_pretty_midi(pm, name: str = "<midi>") -> Performance:

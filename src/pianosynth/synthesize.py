@@ -7,6 +7,7 @@ audio goes to disk block by block, so a 30-minute piece never holds 30 minutes o
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -17,8 +18,8 @@ import soundfile as sf
 import torch
 
 from .features import compute_features, compute_notes
-from .fileio import atomic_write
-from .midi import read_midi
+from .fileio import atomic_write, remove_stale_temps
+from .midi import MAX_SECONDS, read_midi
 from .train import model_from_checkpoint
 
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
@@ -58,6 +59,7 @@ def synthesize_file(
     chunk_seconds: float = 30.0,
     context_seconds: float = 2.0,
     threads: int | None = None,
+    max_seconds: float | None = MAX_SECONDS,
 ) -> SynthesisResult:
     """Synthesizes a MIDI file to ``out_path`` (.wav or .flac).
 
@@ -68,16 +70,20 @@ def synthesize_file(
         threads: CPU threads (default: torch's count), each running its share of the chunks with
             one torch thread, which is faster on a CPU than torch's own threads inside one pass
             (benchmarks/synthesis_speed.py).
+        max_seconds: refuse a piece longer than this before anything is allocated (None: no limit).
     """
+    check_synthesis_arguments(normalize, chunk_seconds, context_seconds, threads, max_seconds)
     out_path = Path(out_path)
     fmt = FORMATS.get(out_path.suffix.lower())
     if fmt is None:
         raise SynthesisError(f"{out_path}: output must end in .wav or .flac")
     if out_path.exists() and not force:
         raise SynthesisError(f"{out_path} exists; pass --force to overwrite it")
+    if plot and out_path.with_suffix(".png").exists() and not force:
+        raise SynthesisError(f"{out_path.with_suffix('.png')} exists; pass --force to overwrite it")
     workers = threads or torch.get_num_threads()
     model, cfg = model_from_checkpoint(model_path or default_model_path())
-    perf = read_midi(midi_path)
+    perf = read_midi(midi_path, max_seconds=max_seconds)
     x = torch.from_numpy(compute_features(perf, cfg.features))  # (frames, channels)
     notes = compute_notes(perf, cfg.features, len(x) * cfg.features.hop_samples) if model.needs_notes else None
     fr, sr = cfg.features.frame_rate, cfg.features.sample_rate
@@ -86,6 +92,9 @@ def synthesize_file(
     fade = min(context, max(1, round(0.25 * fr)))
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out_path.parent, os.W_OK):
+        raise SynthesisError(f"{out_path.parent}: folder is not writable")
+    remove_stale_temps(out_path.parent)  # .NAME.raw<pid>.wav of a synthesis that was killed
     raw = out_path.with_name(f".{out_path.name}.raw{os.getpid()}.wav")
     tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}{out_path.suffix}")
     torch_threads = torch.get_num_threads()
@@ -109,6 +118,8 @@ def synthesize_file(
                 clipped += int(np.count_nonzero(np.abs(a) > 1.0))
                 dst.write(np.clip(a, -1.0, 1.0))
         os.replace(tmp, out_path)
+    except sf.LibsndfileError as e:  # a full disk or a vanished folder reads "System error"
+        raise SynthesisError(f"{out_path}: cannot write the audio ({e}); is the disk full?") from e
     finally:
         torch.set_num_threads(torch_threads)
         for p in (raw, tmp):
@@ -123,6 +134,25 @@ def synthesize_file(
         audio, _ = sf.read(out_path, dtype="float32")
         plot_spectrogram(audio, sr, png, title=f"{Path(midi_path).name} (pianosynth)")
     return SynthesisResult(out_path, n / sr, sr, peak, clipped, warnings, png)
+
+
+def check_synthesis_arguments(
+    normalize: float | None, chunk_seconds: float, context_seconds: float, threads: int | None, max_seconds: float | None
+) -> None:
+    """Raises SynthesisError naming the argument, its value and what is allowed."""
+
+    def need(ok: bool, name: str, value, allowed: str) -> None:
+        if not ok:
+            raise SynthesisError(f"{name} must be {allowed}, got {value!r}")
+
+    def num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    need(normalize is None or (num(normalize) and 0 < normalize <= 1), "normalize", normalize, "a peak in (0, 1]")
+    need(num(chunk_seconds) and 0 < chunk_seconds <= 3600, "chunk_seconds", chunk_seconds, "in (0, 3600]")
+    need(num(context_seconds) and 0 <= context_seconds <= 600, "context_seconds", context_seconds, "in [0, 600]")
+    need(threads is None or (isinstance(threads, int) and 1 <= threads <= 1024), "threads", threads, "an integer in 1..1024")
+    need(max_seconds is None or (num(max_seconds) and max_seconds > 0), "max_seconds", max_seconds, "a number of seconds > 0")
 
 
 def plot_spectrogram(audio: np.ndarray, sample_rate: int, path: Path, title: str = "") -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -36,9 +37,9 @@ import torch
 import yaml
 
 from . import __version__
-from .config import Config, config_from_dict, stable_hash
-from .dataset import Cache, CropDataset, collate
-from .fileio import atomic_write
+from .config import Config, ConfigError, config_from_dict, stable_hash
+from .dataset import Cache, CacheError, CropDataset, collate
+from .fileio import atomic_write, remove_stale_temps
 from .losses import MultiResolutionSTFTDistance, WeightedLoss, log_spectral_distance
 from .model import PianoSynth, build_model
 
@@ -86,12 +87,40 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------
 
 
+def checkpoint_checksum(state: dict) -> str:
+    """SHA-256 of everything in a checkpoint but its ``checksum``: every tensor's name, dtype,
+    shape and bytes, and the repr of every other value, walked in sorted key order. A bit flipped
+    anywhere in the weights, the optimizer state or the config changes it (issue 11)."""
+    h = hashlib.sha256()
+
+    def walk(name: str, value) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for k in sorted(value, key=str):
+                walk(f"{name}/{k}", value[k])
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{name}[{i}]", v)
+        else:
+            h.update(f"{name}={value!r};".encode())
+
+    walk("", {k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, then rename: a checkpoint is whole or absent."""
+    """torch.save to a temporary file, then rename: a checkpoint is whole or absent. The state
+    is written with its ``checksum`` (checkpoint_checksum), which load_checkpoint verifies."""
+    state = {**state, "checksum": checkpoint_checksum(state)}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """Loads a checkpoint and verifies its checksum. Checkpoints written before checksums existed
+    (no ``checksum`` key) load unverified."""
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"{path}: no such checkpoint")
@@ -101,15 +130,34 @@ def load_checkpoint(path: str | Path) -> dict:
         raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__})") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a pianosynth checkpoint (format {CHECKPOINT_FORMAT})")
+    if "checksum" in state and state["checksum"] != checkpoint_checksum(state):
+        raise TrainingError(f"{path}: checksum mismatch, the file is damaged; use another copy or checkpoint")
     return state
 
 
 def model_from_checkpoint(state_or_path: dict | str | Path) -> tuple[PianoSynth, Config]:
-    """Rebuilds the model and its config from a checkpoint (or its path), in eval mode."""
+    """Rebuilds the model and its config from a checkpoint (or its path), in eval mode.
+
+    Raises:
+        TrainingError: the checkpoint lacks a part, or its config or weights are not ones this
+            version can build and load.
+    """
+    name = "checkpoint" if isinstance(state_or_path, dict) else str(state_or_path)
     state = state_or_path if isinstance(state_or_path, dict) else load_checkpoint(state_or_path)
-    cfg = config_from_dict(state["config"])
-    model = build_model(cfg.model, cfg.features)
-    model.load_state_dict(state["model"])
+    missing = [k for k in ("config", "model") if k not in state]
+    if missing:
+        raise TrainingError(f"{name}: not a complete checkpoint (no {', '.join(missing)})")
+    try:
+        cfg = config_from_dict(state["config"])
+        model = build_model(cfg.model, cfg.features)
+    except (ConfigError, ValueError) as e:
+        raise TrainingError(f"{name}: its config is not one this version can build ({e})") from e
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
+        raise TrainingError(f"{name}: its weights do not fit its config ({detail})") from e
     model.eval()
     return model, cfg
 
@@ -120,6 +168,10 @@ def export_checkpoint(src: str | Path, dst: str | Path) -> dict:
     The optimizer state and RNG are dropped (they only matter for resuming), which halves the size.
     """
     state = load_checkpoint(src)
+    model_from_checkpoint(state)  # refuse to ship weights that do not load
+    missing = [k for k in ("format", "version", "config", "model", "step", "best_valid", "elapsed_s") if k not in state]
+    if missing:
+        raise TrainingError(f"{src}: not a complete checkpoint (no {', '.join(missing)})")
     slim = {k: state[k] for k in ("format", "version", "config", "model", "step", "best_valid", "elapsed_s")}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -248,8 +300,15 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     writer_rank = rank == 0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
+    problems = cache.check_arrays()
+    if problems:
+        raise CacheError(f"{problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; run prepare again to repair the cache")
+
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, cfg.features).to(device)
+    try:
+        model = build_model(cfg.model, cfg.features).to(device)
+    except ValueError as e:  # combinations a single field's range cannot see, e.g. an odd hop for ola
+        raise ConfigError(f"model and features do not fit together: {e}") from e
     criterion = WeightedLoss(tc.loss).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     step, best, elapsed_before = 0, math.inf, 0.0
@@ -258,15 +317,25 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             p.unlink(missing_ok=True)
     if world > 1:
         torch.distributed.barrier()
+    if writer_rank:
+        remove_stale_temps(run_dir)  # .last.pt.tmp<pid> of a run that was killed while saving
     if last_path.is_file():
         state = load_checkpoint(last_path)
-        if state["config"]["model"] != cfg.to_dict()["model"]:
-            raise TrainingError(f"{last_path}: its model config differs from this run's; use --restart")
+        budget, fixed = resume_differences(state, cfg, last_path)
+        if fixed:
+            raise TrainingError(
+                f"{run_dir} holds a run with other settings ({'; '.join(fixed)}); "
+                "use --restart to start it over, or another --run-dir"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best, elapsed_before = state["step"], state["best_valid"], state["elapsed_s"]
         torch.set_rng_state(state["rng"]["torch"])
         reporter.message(f"resuming {run_dir} from step {step}")
+        if budget:
+            reporter.message(f"  with a new budget ({'; '.join(budget)}): these keys may change between runs")
+        if writer_rank:
+            drop_metrics_after(run_dir / "metrics.csv", step)
     elif hasattr(model.decoder, "init_from_data"):
         reporter.message(init_from_data(model, cache))
 
@@ -396,6 +465,45 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             writer.close()
             metrics_file.close()
     return TrainResult(run_dir, step, best, stopped, model)
+
+
+BUDGET_KEYS = ("steps", "max_minutes", "num_workers")  # train keys a resumed run may change
+
+
+def resume_differences(state: dict, cfg: Config, path: Path) -> tuple[list[str], list[str]]:
+    """What differs between a checkpoint's config and this run's, as "key: old -> new" lines:
+    (budget keys, which a resume may change; every other key, which it may not)."""
+    try:
+        old = config_from_dict(state["config"]).to_dict()
+    except (ConfigError, KeyError) as e:
+        raise TrainingError(f"{path}: its config is not one this version can read ({e}); use --restart") from e
+    new = cfg.to_dict()
+    budget, fixed = [], []
+    for section in new:
+        for key, value in new[section].items():
+            before = old[section].get(key)
+            if before != value:
+                line = f"{section}.{key}: {before!r} -> {value!r}"
+                (budget if section == "train" and key in BUDGET_KEYS else fixed).append(line)
+    return budget, fixed
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Removes the metrics.csv rows logged after ``step`` (those after the checkpoint a run resumes
+    from), so the resumed run writes each step once."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [r for i, r in enumerate(rows) if i == 0 or not r or not r[0].isdigit() or int(r[0]) <= step]
+    if len(keep) == len(rows):
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
+
+    atomic_write(path, write)
 
 
 def learning_rate(tc, step: int, elapsed_s: float) -> float:

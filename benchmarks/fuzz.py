@@ -1,0 +1,250 @@
+"""The fuzz benchmark of issue 11: seeded MIDI mutations and bad CLI numbers, each case with a time
+and a memory limit, and peak memory against piece length.
+
+    python benchmarks/fuzz.py --cases 10000            # fuzz; writes out/fuzz/results.json
+    python benchmarks/fuzz.py --memory                 # peak RSS against piece length
+
+Cases run in a worker process under ``RLIMIT_AS`` (``--memory-mib``): an allocation past it raises
+MemoryError there, counted as "over memory". Each case has ``--seconds``: past it the worker's
+timer raises, counted as "over time"; a worker that does not answer within the limit + 10 s is
+killed, counted as a hang, and a fresh one takes the next case. Case ``i`` is a pure function of
+``i`` (tests/mutator.py), so any failure is reproduced with ``--first i --cases 1``.
+
+Targets, by case number: every case runs read_midi -> compute_features -> compute_notes; every
+``--synth-every``-th also runs synthesize_file with a tiny untrained model and checks that a failure
+leaves no file; every ``--cli-every``-th runs ``pianosynth synthesize`` in-process with one number
+option set to a random bad or good value, and expects exit 0, 1 or 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import io
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+CLI_OPTIONS = ["--threads", "--chunk-seconds", "--context-seconds", "--normalize", "--max-seconds"]
+CLI_VALUES = ["nan", "inf", "-inf", "-1", "0", "1e6", "1e308", "0.5", "3", "-0", "1e-300"]
+
+
+class CaseTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise CaseTimeout
+
+
+def worker(args) -> None:
+    """Reads case numbers on stdin, answers one JSON line per case on stdout."""
+    import numpy as np
+    from mutator import features_case, mutate, outcome_class, seed_files
+    from test_reliability import tiny_checkpoint
+
+    from pianosynth import cli
+    from pianosynth.config import FeatureConfig
+    from pianosynth.midi import MidiError
+    from pianosynth.synthesize import synthesize_file
+
+    limit = args.memory_mib << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    signal.signal(signal.SIGALRM, _alarm)
+    seeds = seed_files()
+    fc = FeatureConfig()
+    tmp = Path(tempfile.mkdtemp(prefix="pianosynth-fuzz-"))
+    model = tiny_checkpoint(tmp / "m.pt")
+    out_dir = tmp / "out"
+    out_dir.mkdir()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        i = int(line)
+        rng = np.random.default_rng(i)
+        data = mutate(seeds[i % len(seeds)], rng)
+        started = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, args.seconds)
+        result = {"case": i}
+        try:
+            result["features"] = features_case(data, tmp / "case.mid", fc)
+            if args.synth_every and i % args.synth_every == 0:
+                out = out_dir / "o.wav"
+                if out.exists():
+                    out.unlink()  # the previous case's output
+                try:
+                    synthesize_file(tmp / "case.mid", out, model_path=model, threads=1, force=True)
+                    result["synthesize"] = "ok"
+                except MidiError as e:
+                    result["synthesize"] = "refused: " + outcome_class(str(e))
+                    if out.exists():
+                        out.unlink()
+                        result["synthesize"] = "left a file"
+                left = [p.name for p in out_dir.glob(".*")]
+                if left:
+                    result["synthesize"] = f"left temporary files {left}"
+            if args.cli_every and i % args.cli_every == 0:
+                option = CLI_OPTIONS[int(rng.integers(len(CLI_OPTIONS)))]
+                value = CLI_VALUES[int(rng.integers(len(CLI_VALUES)))]
+                err = io.StringIO()
+                argv = ["synthesize", str(tmp / "case.mid"), "-o", str(out_dir / "c.wav"), "--model", str(model), "--force", option, value]
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    try:
+                        code = cli.main(argv)
+                    except SystemExit as e:  # argparse: a value that is not a number at all
+                        code = e.code
+                text = err.getvalue()
+                ok = code in (0, 1, 2) and "Traceback" not in text
+                result["cli"] = f"exit {code}" if ok else f"UNEXPECTED exit {code}: {text.strip()[-200:]}"
+        except CaseTimeout:
+            result["error"] = "over time"
+        except MemoryError:
+            result["error"] = "over memory"
+        except Exception as e:  # the point of a fuzzer: record whatever escapes
+            result["error"] = f"unexpected {type(e).__name__}: {str(e)[:200]}"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        result["seconds"] = time.perf_counter() - started
+        result["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result), flush=True)
+
+
+def start_worker(args) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--worker", "--seconds", str(args.seconds), "--memory-mib", str(args.memory_mib),
+           "--synth-every", str(args.synth_every), "--cli-every", str(args.cli_every)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    ready = json.loads(proc.stdout.readline() or "{}")  # imports and the tiny model, untimed
+    if not ready.get("ready"):
+        raise RuntimeError(f"the fuzz worker did not start: {proc.stderr.read()[-2000:]}")
+    threading.Thread(target=_drain, args=(proc,), daemon=True).start()
+    return proc
+
+
+def _drain(proc: subprocess.Popen) -> None:
+    """Keeps the last lines of a worker's stderr (for the report of a crash) without blocking it."""
+    proc.stderr_tail = collections.deque(maxlen=20)
+    for line in proc.stderr:
+        proc.stderr_tail.append(line.rstrip())
+
+
+def fuzz(args) -> dict:
+    import select
+
+    counts: dict[str, collections.Counter] = {k: collections.Counter() for k in ("features", "synthesize", "cli", "error")}
+    failures, slowest = [], []
+    proc = start_worker(args)
+    started = time.time()
+    done = 0
+    for i in range(args.first, args.first + args.cases):
+        if args.budget_minutes and time.time() - started > args.budget_minutes * 60:
+            break
+        proc.stdin.write(f"{i}\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], args.seconds + 10)
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            proc.kill()
+            status = proc.wait()
+            kind = "hang" if not ready else "crash"
+            counts["error"][kind] += 1
+            tail = [t for t in getattr(proc, "stderr_tail", []) if "warn" not in t.lower()][-3:]
+            failures.append({"case": i, "error": f"{kind} (worker exit {status})", "stderr": tail})
+            proc = start_worker(args)
+            done += 1
+            continue
+        r = json.loads(line)
+        done += 1
+        for key in ("features", "synthesize", "cli"):
+            if key in r:
+                counts[key][r[key].split(":")[0] if key != "features" else r[key]] += 1
+        if "error" in r:
+            counts["error"][r["error"].split(":")[0]] += 1
+            failures.append(r)
+        elif any(str(r.get(k, "")).startswith(("UNEXPECTED", "left")) for k in ("synthesize", "cli")):
+            failures.append(r)
+        slowest = sorted(slowest + [(r["seconds"], i)], reverse=True)[:5]
+        if done % 1000 == 0:
+            print(f"{done} cases, {len(failures)} failures, {time.time() - started:.0f} s", file=sys.stderr)
+    proc.stdin.close()
+    proc.wait()
+    return {
+        "cases": done, "first": args.first, "seconds_per_case_limit": args.seconds, "memory_mib_limit": args.memory_mib,
+        "wall_seconds": round(time.time() - started, 1), "outcomes": {k: dict(v) for k, v in counts.items()},
+        "failures": failures[:50], "failure_count": len(failures), "slowest_cases": slowest,
+    }  # fmt: skip
+
+
+MEMORY_SCRIPT = """
+import resource, sys, time
+from pianosynth.config import FeatureConfig
+from pianosynth.examples import generate_piece
+from pianosynth.midi import write_midi, read_midi, MidiError
+from pianosynth.features import compute_features, compute_notes
+perf = generate_piece(seed=0, bars=int(sys.argv[1]))
+write_midi(perf, sys.argv[2])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+try:
+    p = read_midi(sys.argv[2], max_seconds=float(sys.argv[3]))
+    x = compute_features(p, FeatureConfig()); n = compute_notes(p, FeatureConfig(), len(x) * 256)
+    out = f"{p.end_s:.0f} s, {x.nbytes / 2**20:.1f} MiB of features"
+except MidiError as e:
+    out = "refused: " + str(e).split(": ", 1)[1][:60]
+print(out, "|", round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024), "|", round(time.perf_counter() - t, 2))
+"""
+
+
+def memory(args) -> list[dict]:
+    """Peak RSS growth of read_midi + features + notes against piece length (fresh process each)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for bars in (25, 100, 400, 1600):
+            for limit in (3600.0,):
+                cmd = [sys.executable, "-c", MEMORY_SCRIPT, str(bars), f"{tmp}/p.mid", str(limit)]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                text = out.stdout.strip() or out.stderr.strip().splitlines()[-1]
+                what, rss, secs = (text.split(" | ") + ["", ""])[:3]
+                rows.append({"bars": bars, "result": what, "peak_rss_growth_mib": rss, "seconds": secs})
+                print(rows[-1], file=sys.stderr)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", type=int, default=10000)
+    p.add_argument("--first", type=int, default=0, help="number of the first case")
+    p.add_argument("--seconds", type=float, default=20.0, help="time limit per case")
+    p.add_argument("--memory-mib", type=int, default=3072, help="address-space limit of the worker (RLIMIT_AS)")
+    p.add_argument("--synth-every", type=int, default=20)
+    p.add_argument("--cli-every", type=int, default=10)
+    p.add_argument("--budget-minutes", type=float, default=0, help="stop starting cases after this long (0: none)")
+    p.add_argument("--memory", action="store_true", help="measure peak memory against piece length instead")
+    p.add_argument("--out", default="out/fuzz")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.memory:
+        result = {"memory": memory(args)}
+        (out / "memory.json").write_text(json.dumps(result, indent=1))
+    else:
+        result = fuzz(args)
+        (out / "results.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

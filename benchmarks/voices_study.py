@@ -41,7 +41,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock budget per system")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--tag", required=True, help="names the outputs, e.g. 15min")
-    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), help="configs to train")
+    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), help="configs to train, or variants named with --variant")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=CONFIG|KEY=VALUE|...",
+                        help="a config with overrides, trained as system LABEL, e.g. 'voices-mrstft=voices|train.loss={mrstft: 1.0}'")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the table from the saved metrics, no training or evaluation")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "voices"))
     parser.add_argument("--out", default=str(ROOT / "docs"))
     parser.add_argument("--eval-out", default=None, help="the evaluation's folder (default out/eval-voices-TAG)")
@@ -57,16 +60,26 @@ def main() -> int:
     cache = Cache(args.cache)
     eval_out = Path(args.eval_out or ROOT / "out" / f"eval-voices-{args.tag}")
 
+    variants = {}
+    for item in args.variant:
+        label, spec = item.split("=", 1)
+        config, *sets = spec.split("|")
+        variants[label] = (config, sets)
+    if args.table_only:
+        ev = json.loads((out / f"metrics-{args.tag}.json").read_text())
+        write_table(results, ev, args, Path(args.out) / "voices.md")
+        return 0
     for name in args.systems:
         if name in results:
             continue
-        overrides = [f"train.max_minutes={args.minutes}"]
-        cfg = load_config(ROOT / "configs" / f"{name}.yaml", overrides)
+        config, sets = variants.get(name, (name, []))
+        overrides = sets + [f"train.max_minutes={args.minutes}"]
+        cfg = load_config(ROOT / "configs" / f"{config}.yaml", overrides)
         print(f"== {name}", file=sys.stderr, flush=True)
         t0 = time.time()
         result = train(cfg, cache.dir, runs_root=args.runs, name=f"{name}-{args.tag}")
         results[name] = {
-            "config": f"configs/{name}.yaml",
+            "config": f"configs/{config}.yaml",
             "decoder": cfg.model.decoder,
             "loss": "+".join(cfg.train.loss),
             "overrides": overrides,
@@ -101,8 +114,8 @@ def main() -> int:
 def write_table(results: dict, ev: dict, args, doc: Path) -> None:
     """The systems' table (training side, test metrics) between the tag's markers in docs/voices.md."""
     lines = [
-        "| system | decoder | loss | params | steps | valid MR-STFT | test MR-STFT ↓ | LSD dB ↓ | loudness r ↑ | note F1 ↑ |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| system | decoder | loss | params | steps | valid MR-STFT | test MR-STFT ↓ | floored −80 dB ↓ | LSD dB ↓ | loudness r ↑ | note F1 ↑ |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     by_label = {s["name"].split(" (")[0]: s["name"] for s in ev["systems"]}
     rows = [(n, results.get(n)) for n in by_label if ev["summary"][by_label[n]] is not None]
@@ -113,11 +126,11 @@ def write_table(results: dict, ev: dict, args, doc: Path) -> None:
             continue
         f = lambda k, d: "—" if m[k]["mean"] is None else f"{m[k]['mean']:.{d}f}"  # noqa: E731
         if r is None:
-            lines.append(f"| {name} | | | | | | {f('mrstft', 3)} | {f('lsd', 2)} | {f('loudness_r', 3)} | {f('note_f1', 3)} |")
+            lines.append(f"| {name} | | | | | | {f('mrstft', 3)} | {f('mrstft_floor80', 3)} | {f('lsd', 2)} | {f('loudness_r', 3)} | {f('note_f1', 3)} |")
         else:
             lines.append(
                 f"| {name} | {r['decoder']} | {r['loss']} | {r['params']:,} | {r['steps']} | {r['valid_mrstft']:.3f} | "
-                f"{f('mrstft', 3)} | {f('lsd', 2)} | {f('loudness_r', 3)} | {f('note_f1', 3)} |"
+                f"{f('mrstft', 3)} | {f('mrstft_floor80', 3)} | {f('lsd', 2)} | {f('loudness_r', 3)} | {f('note_f1', 3)} |"
             )
     any_r = next(iter(results.values()))
     replace_block(

@@ -259,9 +259,10 @@ def test_fluidsynth_is_stopped_past_the_expected_size(tmp_path):
     from pianosynth.config import RenderConfig
     from pianosynth.render import TEMP_PREFIX, RenderLimitError, render
 
-    # a 60 s performance rendered as if it were 1 s long: FluidSynth writes far past the bound
+    # a 200 s performance rendered as if it were 1 s long: FluidSynth writes far past the bound
+    # (1.5 x (1 s + the 60 s allowed for tails))
     with pytest.raises(RenderLimitError, match="more than the piece needs"):
-        render(long_performance(60), RenderConfig(), FeatureConfig(), 16000)
+        render(long_performance(200), RenderConfig(), FeatureConfig(), 16000)
     assert fluidsynth_children(os.getpid()) == []
     assert not list(Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{os.getpid()}-*"))
 

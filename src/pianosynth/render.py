@@ -37,8 +37,10 @@ TEMP_PREFIX = "pianosynth-render-"  # + "<pid>-": the temporary folder of one re
 # past RENDER_SECONDS_BASE + RENDER_SECONDS_PER_SECOND * the piece's length (FluidSynth renders a
 # piano piece ~100x faster than real time on one core). FluidSynth writes float stereo and goes on
 # until its voices have died away: measured 3.0 s past the last event of one short note and 2.5 s
-# past a generated piece (FluidSynth 2.3.1), so the expected length has RENDER_TAIL_SECONDS added.
-RENDER_TAIL_SECONDS = 10.0
+# past a generated piece (FluidSynth 2.3.1) with FluidR3; other SoundFonts ring for longer (the
+# MuseScore General grand under a pedal held to the end ran past 18 s), so the expected length has
+# a generous RENDER_TAIL_SECONDS added: the bound is there to stop runaways, not long tails.
+RENDER_TAIL_SECONDS = 60.0
 RENDER_SIZE_FACTOR = 1.5
 RENDER_SIZE_MARGIN = 1 << 16  # bytes: the WAV header and a few blocks
 RENDER_SECONDS_BASE = 60.0

@@ -225,7 +225,9 @@ class VoicesDecoder(nn.Module):
              (t_off > 0).to(dt), t_off, torch.log1p(t_off / 0.005), torch.log1p(t_off / 0.05)], dim=1,
         )  # fmt: skip
         frame = torch.div(centre, hop, rounding_mode="floor").clamp(0, t - 1)
-        cond = c[vb, frame]  # (rows, cond)
+        # index_select, not c[vb, frame]: its backward adds rows one by one, so gradients are
+        # bit-identical from run to run (advanced indexing's backward sums in thread order)
+        cond = c.reshape(-1, c.shape[-1]).index_select(0, vb * t + frame)  # (rows, cond)
         shape = self.net(torch.cat([emb, time, cond], dim=1))
         d, r = nn.functional.softplus(self.rates(emb)).chunk(2, dim=1)
         return shape - d * t_on[:, None] - r * t_off[:, None]
@@ -237,7 +239,7 @@ class VoicesDecoder(nn.Module):
         # phase (float64, in cycles) of each partial at the start of the row's window
         start = ((m - 1) * hop).double()
         cycles = torch.remainder(start[:, None] * freqs.detach().double()[key] / sr, 1.0)
-        theta = (2 * math.pi * cycles).to(dt) + self.phase[key]  # (rows, partials)
+        theta = (2 * math.pi * cycles).to(dt) + self.phase.index_select(0, key)  # (rows, partials)
         coef_s, coef_c = amp * torch.sin(theta), amp * torch.cos(theta)
         q = torch.arange(2 * hop, device=dev, dtype=dt)
         frames = amp.new_zeros(len(amp), 2 * hop)

@@ -59,6 +59,7 @@ def test_help_shows_each_default_once_and_never_none(name):
         ["evaluate", "--cache", "c", "--clips", "0"],
         ["evaluate", "--cache", "c", "--threads", "-2"],
         ["demo", "--bars", "0"],
+        ["serve", "--port", "70000"],
     ],
 )
 def test_bad_numbers_are_refused_in_one_line(args, capsys):

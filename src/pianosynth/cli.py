@@ -408,6 +408,19 @@ class _ClipBar:
         return False
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The local page (pianosynth.serve), until Ctrl-C."""
+    try:
+        from .serve import serve
+    except ImportError as e:
+        raise UserError(f"serve needs Starlette and uvicorn ({e.name} is missing): pip install 'pianosynth[serve]'") from e
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        _warn(f"serving on {args.host}: anyone who can reach this machine can render with it")
+    print(f"pianosynth page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
+    serve(args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds, threads=args.threads)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .train import export_checkpoint
 
@@ -570,6 +583,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for the models, as synthesize uses them (default: torch's count)")
     p.add_argument("--force", action="store_true", help="overwrite an earlier evaluation in --out")
     p.set_defaults(func=cmd_evaluate)
+
+    p = command("serve", "a local page: drop a MIDI file, render it, listen and download")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; another than this machine's own lets others in")
+    p.add_argument("--port", type=_number(int, 1, 65535), default=8000, help="TCP port")
+    p.add_argument("--max-upload-mb", type=POSITIVE, default=2.0, help="largest MIDI upload in MB")
+    p.add_argument("--max-seconds", type=POSITIVE, default=600.0, help="longest rendered audio per request, in seconds")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
+    p.set_defaults(func=cmd_serve)
 
     p = command("export", "slim a checkpoint for shipping (drops optimizer state)")
     p.add_argument("checkpoint", help="a checkpoint written by train (last.pt or best.pt)")

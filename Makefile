@@ -14,7 +14,7 @@ TORCH_PIP_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)" $(TORCH_PIP_ARGS)
-	$(BIN)/pip install -q -e ".[dev,eval]"
+	$(BIN)/pip install -q -e ".[dev,eval,serve]"
 	$(BIN)/pip install -q --no-deps "basic-pitch==0.4.0"
 	touch $@
 

@@ -66,7 +66,7 @@ def test_file_synthesis_equals_the_model_on_the_whole_sequence(trained, tmp_path
     x = torch.from_numpy(compute_features(read_midi(midi), cfg.features))
     with torch.no_grad():
         whole = model(x[None])[0].numpy()
-    res = synthesize_file(midi, tmp_path / "a.flac", model_path=ckpt, chunk_seconds=1.0, context_seconds=1.0)
+    res = synthesize_file(midi, tmp_path / "a.flac", model_path=ckpt, chunk_seconds=1.0, context_seconds=1.0, loudness=None)
     audio, _ = sf.read(res.path, dtype="float32")
     assert len(audio) == len(whole)
     # 16-bit output: compare within a few quantisation steps plus the chunking tolerance
@@ -80,7 +80,7 @@ def test_clipping_warns(trained, tmp_path):
     loud = tmp_path / "loud.pt"
     save_checkpoint(loud, state)  # a new checksum for the changed weights
     path = write_events(tmp_path / "n.mid", tempo(0, 120) + note(1, 0, 480, 60))
-    res = synthesize_file(path, tmp_path / "loud.wav", model_path=loud)
+    res = synthesize_file(path, tmp_path / "loud.wav", model_path=loud, loudness=None)
     assert res.clipped_samples > 0 and any("clipped" in w for w in res.warnings)
 
 
@@ -90,7 +90,7 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path):
     empty.write_bytes(b"")
     cases = [
         (str(empty), str(tmp_path / "x.wav"), str(ckpt), "empty file"),
-        (str(midi), str(tmp_path / "x.mp3"), str(ckpt), "must end in .wav or .flac"),
+        (str(midi), str(tmp_path / "x.mp3"), str(ckpt), "must end in .wav, .flac, .ogg"),
         (str(midi), str(tmp_path / "x.wav"), str(tmp_path / "none.pt"), "no such checkpoint"),
         (str(midi), str(tmp_path / "x.wav"), str(midi), "not a readable checkpoint"),
     ]

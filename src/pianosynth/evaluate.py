@@ -20,7 +20,10 @@ by the noise floor of its output format (issue 14):
 - ``loudness_r``: Pearson r between the frame RMS levels in dB over 50 ms frames;
 - ``note_f1``: basic-pitch transcribes the system's audio, and mir_eval scores it against the
   input notes, onsets only, 50 ms tolerance;
-- ``speed``: for models, clip seconds synthesized per second of compute on this machine.
+- ``speed``: for models, clip seconds synthesized per second of wall-clock time on this machine,
+  run as ``synthesize`` runs it (``Synth.blocks``: 30-second chunks with 2 s of context, split
+  between ``threads`` threads of one torch thread each) over the clip and 4 s of real context
+  on either side, so the context counts against the speed.
 """
 
 from __future__ import annotations
@@ -319,11 +322,15 @@ def soundfont_system(pieces: _Pieces, name: str, render_cfg: RenderConfig, veloc
     return System(name, "baseline", render, sr)
 
 
-def model_system(path: str | Path, pieces: _Pieces, context_seconds: float = 4.0, name: str | None = None) -> System:
-    """A checkpoint synthesizing each clip from its own features, with real context either side."""
-    from .train import model_from_checkpoint
+def model_system(
+    path: str | Path, pieces: _Pieces, context_seconds: float = 4.0, name: str | None = None, threads: int | None = None
+) -> System:
+    """A checkpoint synthesizing each clip from its own features, with real context either side,
+    through the same chunked path as ``synthesize`` (``Synth.blocks``)."""
+    from .synthesize import load
 
-    model, cfg = model_from_checkpoint(path)
+    synth = load(path, threads=threads)
+    cfg = synth.config
     fc: FeatureConfig = cfg.features
     feats: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
 
@@ -339,11 +346,10 @@ def model_system(path: str | Path, pieces: _Pieces, context_seconds: float = 4.0
         local = notes.copy()
         local[:, 2:] -= lo * fc.hop_samples  # sample 0 is the window's first
         t = time.perf_counter()
-        blocks = model.synthesize(x[lo:hi], chunk_frames=hi - lo, context_frames=0, crossfade_frames=0, notes=local)
-        audio = torch.cat(list(blocks))
+        audio = np.concatenate(list(synth.blocks(x[lo:hi], local)))
         elapsed = time.perf_counter() - t
         shifted = replace(clip, start_s=clip.start_s - lo / fc.frame_rate)
-        return _cut(audio.numpy(), shifted, fc.sample_rate), elapsed
+        return _cut(audio, shifted, fc.sample_rate), elapsed
 
     label = name or Path(path).stem
     return System(f"{label} ({cfg.model.decoder}, {'+'.join(cfg.train.loss)})", "model", render, fc.sample_rate)
@@ -363,10 +369,14 @@ def evaluate(
     seconds: float = 30.0,
     baselines: bool = True,
     transcribe: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
     model_names: list[str] | None = None,
+    threads: int | None = None,
 ) -> dict:
-    """Runs every system on the same clips, writes metrics.json, metrics.md and index.html."""
+    """Runs every system on the same clips, writes metrics.json, metrics.md and index.html.
+
+    ``progress(clips_done, clips_total, message)`` is called before each clip and once at the end;
+    ``threads`` is what ``synthesize --threads`` would be for the models."""
     import soundfile as sf
 
     out = Path(out_dir)
@@ -384,14 +394,14 @@ def evaluate(
             soundfont_system(pieces, "FluidR3 grand, every velocity 64", cache.render, velocity=64),
         ]
     names = model_names or [None] * len(models)
-    systems += [model_system(m, pieces, name=n) for m, n in zip(models, names)]
+    systems += [model_system(m, pieces, name=n, threads=threads) for m, n in zip(models, names)]
     transcriber = BasicPitch() if transcribe else None
 
     rows: dict[str, list[dict]] = {s.name: [] for s in systems}
     clip_info = []
-    for clip in chosen:
+    for i, clip in enumerate(chosen):
         if progress:
-            progress(f"{clip.name}: {clip.piece['file']} from {clip.start_s:.1f} s")
+            progress(i, len(chosen), f"{clip.name}: {clip.piece['file']} from {clip.start_s:.1f} s")
         notes = clip_notes(pieces.perf(clip.piece), clip)
         ref16 = system_output(ref, clip)[0]
         clip_info.append({"name": clip.name, "file": clip.piece["file"], "start_s": clip.start_s, "seconds": clip.seconds, "notes": len(notes)})
@@ -406,6 +416,8 @@ def evaluate(
             tag = f"{clip.name}_s{si}"
             sf.write(out / "audio" / f"{tag}.wav", np.clip(a16, -1, 1), EVAL_SR, subtype="PCM_16")
             plot_spectrogram_small(a16, out / "img" / f"{tag}.png")
+    if progress:
+        progress(len(chosen), len(chosen), "done")
     summary = {name: _summarise(r) for name, r in rows.items()}
     result = {
         "cache": cache.dir.name,
@@ -460,7 +472,8 @@ def metrics_table(result: dict) -> str:
 
 
 def listening_page(result: dict) -> str:
-    """A self-contained HTML page (no network, no scripts) with players, spectrograms, rolls."""
+    """A static HTML page (no network, no scripts) with players, spectrograms and piano rolls; it
+    plays and shows the files in ``audio/`` and ``img/`` beside it, so copy the folder whole."""
     import html
 
     def md_to_html_table(md: str) -> str:

@@ -105,7 +105,7 @@ def main() -> int:
         names.append(extra_name)
         models.append(path)
     ev = evaluate(cache, models, args.eval_out, split="test", clips=args.clips, model_names=names,
-                  progress=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+                  progress=lambda *a: print(a[-1], file=sys.stderr, flush=True))  # fmt: skip
     for f in ("metrics.md", "metrics.json"):
         shutil.copy(Path(args.eval_out) / f, out / f)
     plot_closeups(ev, Path(args.eval_out), out / "closeups.png")

@@ -32,7 +32,7 @@ from pianosynth.evaluate import evaluate
 from pianosynth.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ("report", "default", "voices")  # configs/<name>.yaml
+SYSTEMS = ("report", "istft", "voices")  # configs/<name>.yaml
 
 
 def main() -> int:
@@ -103,7 +103,7 @@ def main() -> int:
         names.append(extra_name)
         models.append(path)
     ev = evaluate(cache, models, eval_out, split="test", clips=args.clips, model_names=names,
-                  progress=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+                  progress=lambda *a: print(a[-1], file=sys.stderr, flush=True))  # fmt: skip
     shutil.copy(eval_out / "metrics.md", out / f"metrics-{args.tag}.md")
     shutil.copy(eval_out / "metrics.json", out / f"metrics-{args.tag}.json")
     plot_closeups(ev, eval_out, out / f"closeups-{args.tag}.png")

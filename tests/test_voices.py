@@ -256,3 +256,20 @@ def test_estimate_partials_finds_a_stretched_key_among_others():
     assert abs(b_est[key] / b - 1) < 0.1
     wrapped = np.angle(np.exp(1j * (ph_est[key, :5] - phase[:5])))
     assert np.abs(wrapped).max() < 0.1
+
+
+def test_quantized_features_are_the_stored_form_built_directly():
+    from pianosynth.features import compute_features, dequantize, quantize
+    from pianosynth.model import as_float
+
+    perf = Performance(
+        [Note(60, 0.1, 0.9, 77), Note(64, 0.3, 0.5, 101), Note(60, 0.6, 1.2, 5)],
+        {"sustain": pedal((0.2, 100), (0.7, 30)), "sostenuto": pedal((0.4, 127))},
+        1.2,
+    )
+    fc = FeatureConfig(sample_rate=16000, hop_samples=256)
+    x = compute_features(perf, fc)
+    q = compute_features(perf, fc, quantized=True)
+    assert q.dtype == np.uint8 and np.array_equal(q, quantize(x))
+    assert np.array_equal(dequantize(q), x)
+    assert torch.equal(as_float(torch.from_numpy(q)), torch.from_numpy(x))

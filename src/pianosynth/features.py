@@ -40,7 +40,9 @@ def n_frames_for(perf: Performance, cfg: FeatureConfig) -> int:
     return max(1, math.ceil(total_samples / cfg.hop_samples))
 
 
-def compute_features(perf: Performance, cfg: FeatureConfig, n_frames: int | None = None) -> np.ndarray:
+def compute_features(
+    perf: Performance, cfg: FeatureConfig, n_frames: int | None = None, quantized: bool = False
+) -> np.ndarray:
     """Builds the pitch-encoding matrix.
 
     Args:
@@ -48,31 +50,35 @@ def compute_features(perf: Performance, cfg: FeatureConfig, n_frames: int | None
         cfg: the frame clock and the channel preset.
         n_frames: length to produce; defaults to ``n_frames_for(perf, cfg)``. Events past the end
             are cut off.
+        quantized: return the stored form, uint8 ``round(value * 127)`` (``quantize``), built
+            directly, so that a long piece never holds the float32 matrix (4x the memory).
 
     Returns:
-        x: (frames, cfg.n_channels) float32, values in 0..1.
+        x: (frames, cfg.n_channels) float32, values in 0..1; or uint8 0..127 if ``quantized``.
     """
     if n_frames is None:
         n_frames = n_frames_for(perf, cfg)
     sr, hop = cfg.sample_rate, cfg.hop_samples
-    x = np.zeros((n_frames, cfg.n_channels), dtype=np.float32)
+    one = QUANT if quantized else 1.0  # the value 1.0 in the output's units
+    x = np.zeros((n_frames, cfg.n_channels), dtype=np.uint8 if quantized else np.float32)
     for note in perf.notes:  # sorted by start time, so a re-struck key's latest velocity wins
         key = note.pitch - LOWEST_KEY
         on = round(note.start_s * sr) // hop
         if on >= n_frames:
             continue
         off = max(on + 1, math.ceil(round(note.end_s * sr) / hop))
-        x[on, ONSET.start + key] = 1.0
-        x[on:off, HELD.start + key] = 1.0
+        x[on, ONSET.start + key] = one
+        x[on:off, HELD.start + key] = one
         if cfg.velocity:
-            x[on:off, VELOCITY.start + key] = note.velocity / QUANT
+            x[on:off, VELOCITY.start + key] = note.velocity if quantized else note.velocity / QUANT
     if cfg.pedals:
         frame_start_s = np.arange(n_frames) * hop / sr
         base = 3 * N_KEYS if cfg.velocity else 2 * N_KEYS
         for i, name in enumerate(PEDAL_CONTROLLERS):
             curve = perf.pedals.get(name)
             if curve is not None:
-                x[:, base + i] = curve.at(frame_start_s)
+                value = curve.at(frame_start_s)
+                x[:, base + i] = quantize(value) if quantized else value
     return x
 
 

@@ -24,6 +24,12 @@ from .decoders import DECODERS
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Features as the network takes them: float in 0..1. The stored, quantized form (uint8
+    multiples of 1/127, ``features.quantize``) is converted; float passes through."""
+    return x.float() / 127.0 if x.dtype == torch.uint8 else x
+
+
 class Encoder(nn.Module):
     """A stacked (bi)directional recurrent network over feature frames.
 
@@ -150,7 +156,7 @@ class PianoSynth(nn.Module):
             for first in range(0, n_chunks, batch_chunks):
                 chunks = range(first, min(n_chunks, first + batch_chunks))
                 starts = [max(0, min(k * chunk_frames - context_frames, n - span)) for k in chunks]
-                windows = torch.stack([x[s : s + span] for s in starts])
+                windows = as_float(torch.stack([x[s : s + span] for s in starts]))
                 y = self._run_windows(windows, torch.tensor(starts), pool, workers)  # (chunks, span * hop)
                 for k, lo in zip(chunks, starts):
                     core_lo, core_hi = k * chunk_frames, min(n, (k + 1) * chunk_frames)
@@ -186,7 +192,7 @@ class PianoSynth(nn.Module):
             for first in range(0, n_chunks, per_batch):
                 chunks = range(first, min(n_chunks, first + per_batch))
                 starts = [max(0, min(k * chunk_frames - context_frames, n - span)) for k in chunks]
-                windows = torch.stack([x[s : s + span] for s in starts])
+                windows = as_float(torch.stack([x[s : s + span] for s in starts]))
                 c = self._map(lambda w: self.decoder.condition(self.encoder(w)), windows, pool, workers)
                 if out is None:
                     out = c.new_zeros(n, c.shape[-1])

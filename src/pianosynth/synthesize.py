@@ -306,7 +306,7 @@ class Synth:
         t0 = time.perf_counter()
         model, fc = self.model, self.config.features
         perf = read_performance(midi, name=name, max_seconds=max_seconds)  # refused before any allocation
-        x = torch.from_numpy(compute_features(perf, fc))  # (frames, channels)
+        x = torch.from_numpy(compute_features(perf, fc, quantized=True))  # (frames, channels) uint8: a quarter of float32
         sr = fc.sample_rate
         total_s = len(x) / fc.frame_rate
         if max_seconds is not None and total_s > max_seconds:

@@ -255,9 +255,10 @@ def _quiet_worker() -> None:
     import signal
     import sys
 
-    from .render import _die_with_parent
-
-    _die_with_parent()  # a worker (and through it its FluidSynth) dies with a killed prepare
+    # No PR_SET_PDEATHSIG here: it fires when the *thread* that started the worker ends, and a pool
+    # may start workers from its handler thread; a full test run once hung on a pool whose worker
+    # had been killed that way. A worker whose prepare is killed gets EOF on its task pipe and
+    # exits; its FluidSynth dies with it (render.run_bounded).
     # Pool.terminate sends SIGTERM: exit through Python so temporary folders are removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle

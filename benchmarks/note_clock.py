@@ -60,13 +60,11 @@ def main() -> None:
 
     if args.cache:
         from pianosynth.dataset import Cache
-        from pianosynth.decoders.voices import estimate_partials
+        from pianosynth.train import partials_from_cache
 
         cache = Cache(args.cache)
         pieces = cache.split("train")
-        f0, b, _, used = estimate_partials(
-            ((cache.load(p)[1].astype(np.float32) / 32767.0, cache.load_notes(p)) for p in pieces), 16000
-        )
+        f0, b, _, used = partials_from_cache(cache)
         nominal = 440.0 * 2.0 ** ((np.arange(88) + 21 - 69) / 12.0)
         cents = 1200 * np.log2(f0 / nominal)
         print(f"4. estimate_partials on {len(pieces)} train pieces: {int((used >= 3).sum())} of 88 keys with 3+ notes")

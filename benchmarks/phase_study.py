@@ -44,6 +44,20 @@ LOSSES = {
 PAIRS = [(d, l) for d in ("frames", "istft") for l in LOSSES] + [("ddsp", "logmag"), ("ddsp", "mrstft")]
 
 
+def run_record(result, overrides: list[str], args, wall_s: float) -> dict:
+    """What a study keeps of one finished training run (``train.TrainResult``)."""
+    return {
+        "overrides": overrides,
+        "steps": result.step,
+        "minutes": args.minutes,
+        "threads": args.threads,
+        "wall_s": wall_s,
+        "valid_mrstft": result.best_valid,
+        "params": sum(p.numel() for p in result.model.parameters()),
+        "checkpoint": str(Path(result.run_dir) / "best.pt"),
+    }
+
+
 def label(decoder: str, loss: str) -> str:
     return f"{decoder}+{loss}"
 
@@ -81,18 +95,7 @@ def main() -> int:
         print(f"== {name}", file=sys.stderr, flush=True)
         t0 = time.time()
         result = train(cfg, cache.dir, runs_root=args.runs, name=name.replace("+", "-"))
-        results[name] = {
-            "decoder": decoder,
-            "loss": loss,
-            "overrides": overrides,
-            "steps": result.step,
-            "minutes": args.minutes,
-            "threads": args.threads,
-            "wall_s": time.time() - t0,
-            "valid_mrstft": result.best_valid,
-            "params": sum(p.numel() for p in result.model.parameters()),
-            "checkpoint": str(Path(result.run_dir) / "best.pt"),
-        }
+        results[name] = {"decoder": decoder, "loss": loss, **run_record(result, overrides, args, time.time() - t0)}
         results_path.write_text(json.dumps(results, indent=1))
         print(f"   {result.step} steps, best valid MR-STFT {result.best_valid:.3f}", file=sys.stderr, flush=True)
 

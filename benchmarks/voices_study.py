@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from doc_block import replace_block
-from phase_study import plot_closeups
+from phase_study import plot_closeups, run_record
 
 from pianosynth.config import load_config
 from pianosynth.dataset import Cache
@@ -82,14 +82,7 @@ def main() -> int:
             "config": f"configs/{config}.yaml",
             "decoder": cfg.model.decoder,
             "loss": "+".join(cfg.train.loss),
-            "overrides": overrides,
-            "steps": result.step,
-            "minutes": args.minutes,
-            "threads": args.threads,
-            "wall_s": time.time() - t0,
-            "valid_mrstft": result.best_valid,
-            "params": sum(p.numel() for p in result.model.parameters()),
-            "checkpoint": str(Path(result.run_dir) / "best.pt"),
+            **run_record(result, overrides, args, time.time() - t0),
         }
         results_path.write_text(json.dumps(results, indent=1))
         print(f"   {result.step} steps, best valid MR-STFT {result.best_valid:.3f}", file=sys.stderr, flush=True)

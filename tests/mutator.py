@@ -50,7 +50,7 @@ def seed_files() -> list[bytes]:
     return out
 
 
-def _vlq(value: int) -> bytes:
+def vlq(value: int) -> bytes:
     """MIDI variable-length quantity."""
     out = [value & 0x7F]
     value >>= 7
@@ -90,7 +90,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
             if k >= 0 and k + 6 <= n:
                 b[k + 3 : k + 6] = int(rng.choice([0, 1, 0xFFFFFF, int(rng.integers(0, 1 << 24))])).to_bytes(3, "big")
         elif kind == 8:  # a huge delta time before an event
-            b[i:i] = _vlq(int(rng.choice([0x0FFFFFFF, 9_999_000, int(rng.integers(0, 1 << 28))])))
+            b[i:i] = vlq(int(rng.choice([0x0FFFFFFF, 9_999_000, int(rng.integers(0, 1 << 28))])))
         else:  # a burst of note-ons (running status) at one instant
             count = int(rng.choice([int(rng.integers(1, 400)), 5280]))
             k = b.find(b"MTrk")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mutator import vlq
 from conftest import HAS_FLUIDSYNTH, cc, needs_fluidsynth, note, tempo, write_events
 
 from pianosynth import cli
@@ -180,15 +181,6 @@ def smf(division: int, track: bytes) -> bytes:
     """A type-0 Standard MIDI File from raw track bytes."""
     return b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big") + division.to_bytes(2, "big") + \
         b"MTrk" + len(track).to_bytes(4, "big") + track  # fmt: skip
-
-
-def vlq(value: int) -> bytes:
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
 
 
 def test_the_44_byte_file_is_refused_before_features_are_allocated(tmp_path, capsys):

@@ -229,17 +229,18 @@ def forward(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
     return model(inputs[0])
 
 
+def partials_from_cache(cache: Cache, partials: int = 64) -> tuple:
+    """``decoders.voices.estimate_partials`` over the train split's audio and note tables."""
+    from .decoders.voices import estimate_partials
+
+    pieces = ((cache.load(p)[1].astype(np.float32) / 32767.0, cache.load_notes(p)) for p in cache.split("train"))
+    return estimate_partials(pieces, cache.features.sample_rate, partials)
+
+
 def init_from_data(model: PianoSynth, cache: Cache) -> str:
     """Starts a voices decoder's tuning, inharmonicity and onset phases from the train split's
     audio (decoders.voices.estimate_partials); returns a line saying what it found."""
-    from .decoders.voices import estimate_partials
-
-    pieces = cache.split("train")
-    f0, b, phase, used = estimate_partials(
-        ((cache.load(p)[1].astype(np.float32) / 32767.0, cache.load_notes(p)) for p in pieces),
-        cache.features.sample_rate,
-        model.decoder.partials,
-    )
+    f0, b, phase, used = partials_from_cache(cache, model.decoder.partials)
     model.decoder.init_from_data(f0, b, phase)
     return f"partials from the train audio: {int((used >= 3).sum())} of 88 keys had 3 or more clean notes"
 

@@ -178,7 +178,7 @@ class VoicesDecoder(nn.Module):
         """
         b, t, _ = c.shape
         hop, sr, n_p = self.hop, self.sample_rate, self.partials
-        dev, dt = c.device, c.dtype
+        dev = c.device
         notes = notes.to(dev)
         vb, vi = torch.nonzero(notes[..., 0] >= 0, as_tuple=True)  # (voices,)
         key, vel, on, rel = notes[vb, vi].unbind(-1)

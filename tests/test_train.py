@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -186,3 +187,26 @@ def test_phase_aware_decoders_train_and_reload(decoder, tiny_cache, tmp_path):
     assert stored.model.decoder == decoder
     a, b = weights(result.model), weights(model)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_warm_start_copies_weights_and_narrows_the_input_for_the_score_preset(tiny_cache, tmp_path):
+    """train.init_from starts a fresh run from another model: same-shaped tensors are copied, the
+    encoder's input weights keep their first 176 channels for a score-preset model, and partials
+    learned on the same sound are kept (not estimated again)."""
+    src = train(tiny_cfg("model.decoder=voices", "train.steps=2"), tiny_cache, runs_root=tmp_path / "src")
+    ckpt = src.run_dir / "last.pt"
+    from pianosynth.model import build_model
+    from pianosynth.train import warm_start
+
+    same = model_from_checkpoint(ckpt)[1]  # the run's config, with the cache's features and render
+    model = build_model(same.model, dataclasses.replace(same.features, preset="score"))
+    line, same_sound = warm_start(model, str(ckpt), same)
+    assert same_sound and "2 in part" in line
+    a, b = src.model.state_dict(), model.state_dict()
+    assert torch.equal(b["encoder.rnn.weight_ih_l0"], a["encoder.rnn.weight_ih_l0"][:, :176])
+    assert torch.equal(b["decoder.detune"], a["decoder.detune"])
+    # another sound (harpsichord): weights copied, but the partials are to be estimated again
+    other = dataclasses.replace(same, render=dataclasses.replace(same.render, program=6))
+    assert not warm_start(build_model(same.model, same.features), str(ckpt), other)[1]
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        warm_start(model, str(tmp_path / "missing.pt"), same)

@@ -139,6 +139,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     max_minutes: float = 0.0  # wall-clock budget; 0 means only `steps` limits the run
     lr_schedule: str = "constant"  # constant, or cosine: decay to 0 over the steps or the time budget, whichever ends first
+    init_from: str = ""  # a checkpoint, or a shipped model's name, whose weights start a fresh run ("": random)
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
@@ -166,6 +167,7 @@ class TrainConfig:
         _require(_in(self.grad_clip, 0, 1e9), "train.grad_clip", self.grad_clip, "in 0..1e9 (0 disables clipping)")
         _require(_in(self.seed, 0, 2**63 - 1), "train.seed", self.seed, "an integer >= 0")
         _require(_in(self.num_workers, 0, 256), "train.num_workers", self.num_workers, "an integer in 0..256")
+        _require(isinstance(self.init_from, str), "train.init_from", self.init_from, "a checkpoint path or a shipped model's name")
         _require(_in(self.max_minutes, 0, 1e7), "train.max_minutes", self.max_minutes, "in 0..1e7 (0: no time budget)")
 
 

@@ -116,6 +116,7 @@ def check_alignment(n_frames: int, n_samples: int, hop_samples: int) -> None:
 
 NOTE_BLOCK = 64  # FluidSynth's block: every event starts on a multiple of this many samples
 TICKS_PER_S = 1920  # midi.write_midi: 960 ticks per beat at 120 bpm
+SCORE_VELOCITY = 64  # the note table's velocity under the score preset, which has none
 NOTE_COLUMNS = ("key", "velocity", "onset", "release")  # key 0..87, velocity 1..127, samples
 
 
@@ -179,6 +180,10 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
 
     A note never released (a pedal held to the end) is released at ``n_samples`` if given.
 
+    The score preset (``cfg.velocity`` and ``cfg.pedals`` false) gives the report's bare notes:
+    every velocity is ``SCORE_VELOCITY`` and the pedals are ignored (releases at the note-offs and
+    re-strikes), so a score-mode model has to infer dynamics and pedalling, as the report's did.
+
     Returns:
         notes: (notes, 4) int64.
     """
@@ -186,12 +191,13 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
         return np.zeros((0, 4), np.int64)
     sr = cfg.sample_rate
     key = np.array([n.pitch - LOWEST_KEY for n in perf.notes], np.int64)
-    vel = np.array([n.velocity for n in perf.notes], np.int64)
+    vel = np.array([n.velocity if cfg.velocity else SCORE_VELOCITY for n in perf.notes], np.int64)
     on = event_ticks([n.start_s for n in perf.notes])
     off = event_ticks([n.end_s for n in perf.notes])
     never = np.iinfo(np.int64).max // 4
-    sus_t, sus_down = _pedal_down(perf.pedals.get("sustain"), on)
-    sos_t, sos_down = _pedal_down(perf.pedals.get("sostenuto"), on)
+    pedals = perf.pedals if cfg.pedals else {}
+    sus_t, sus_down = _pedal_down(pedals.get("sustain"), on)
+    sos_t, sos_down = _pedal_down(pedals.get("sostenuto"), on)
 
     def next_up(times: np.ndarray, down: np.ndarray, t: np.ndarray) -> np.ndarray:
         """For each tick t: if the pedal is down at t, the tick it next goes up (else t)."""

@@ -245,6 +245,48 @@ def init_from_data(model: PianoSynth, cache: Cache) -> str:
     return f"partials from the train audio: {int((used >= 3).sum())} of 88 keys had 3 or more clean notes"
 
 
+def warm_start(model: PianoSynth, source: str, cfg: Config) -> tuple[str, bool]:
+    """Starts ``model`` from the weights of another model (``train.init_from``: a checkpoint or a
+    shipped model's name): fine-tuning to another instrument, recordings or feature preset.
+
+    Each tensor of the same name and shape is copied. A tensor that differs only in its last
+    dimension and is narrower here (the encoder's input weights when this run reads fewer feature
+    channels, e.g. the score preset's 176 against the performance preset's 267, whose first 176
+    channels are the same onset and held flags) gets the shared leading part. The rest keeps its
+    fresh initialisation.
+
+    Returns:
+        (a report line, whether the source learned the same sound: same render settings and
+        sample rate, so its learned partials are kept instead of being estimated from the data).
+    """
+    from .synthesize import resolve_model  # synthesize imports this module
+
+    path = resolve_model(source)
+    if not Path(path).is_file():
+        raise TrainingError(f"train.init_from: no checkpoint or shipped model {source!r}")
+    state = load_checkpoint(path)
+    src_model, src_cfg = model_from_checkpoint(state)
+    src = src_model.state_dict()
+    mine = model.state_dict()
+    copied, partial = 0, 0
+    with torch.no_grad():
+        for name, dst in mine.items():
+            value = src.get(name)
+            if value is None or value.dim() != dst.dim():
+                continue
+            if value.shape == dst.shape:
+                dst.copy_(value)
+                copied += 1
+            elif value.shape[:-1] == dst.shape[:-1] and value.shape[-1] > dst.shape[-1]:
+                dst.copy_(value[..., : dst.shape[-1]])
+                partial += 1
+    if copied + partial == 0:
+        raise TrainingError(f"train.init_from: {source} shares no weights with this model")
+    same_sound = src_cfg.render == cfg.render and src_cfg.features.sample_rate == cfg.features.sample_rate
+    line = f"started from {path}: {copied} tensors copied, {partial} in part, {len(mine) - copied - partial} fresh"
+    return line + ("" if same_sound else "; another sound, so the partials are estimated from this data"), same_sound
+
+
 def notes_lookback(model: PianoSynth) -> float | None:
     """How far before a crop a voice's onset may lie and still sound in it (None: no note table)."""
     return model.decoder.max_voice_seconds if model.needs_notes else None
@@ -337,8 +379,13 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             reporter.message(f"  with a new budget ({'; '.join(budget)}): these keys may change between runs")
         if writer_rank:
             drop_metrics_after(run_dir / "metrics.csv", step)
-    elif hasattr(model.decoder, "init_from_data"):
-        reporter.message(init_from_data(model, cache))
+    else:
+        same_sound = False
+        if tc.init_from:
+            message, same_sound = warm_start(model, tc.init_from, cfg)
+            reporter.message(message)
+        if hasattr(model.decoder, "init_from_data") and not same_sound:
+            reporter.message(init_from_data(model, cache))
 
     if writer_rank:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from pianosynth.decoders.voices import VoicesDecoder, estimate_partials
 from pianosynth.features import compute_notes, event_ticks, note_samples
 from pianosynth.midi import Note, Performance, PedalCurve
 from pianosynth.model import PianoSynth
+from pianosynth.reverb import Reverb
 
 FC = FeatureConfig(sample_rate=16000, hop_samples=256)
 
@@ -216,6 +217,31 @@ def test_chunked_voices_equal_one_whole_pass():
     # with short context the conditioning differs near the seams, a little
     short = torch.cat(list(model.synthesize(x, chunk_frames=64, context_frames=16, crossfade_frames=8, notes=notes)))
     assert (short - whole).abs().max() < 0.1 * whole.abs().max()
+
+
+def test_a_learned_room_streams_like_one_whole_convolution():
+    """With a learned room (issue 12) the blocks of a long piece join exactly: each block's
+    reverberation is carried into the next ones. The room trains (its parameters get gradients)
+    and a dry model's checkpoint has no room in it."""
+    model, frames, hop = loud_model(), 300, 256
+    model.reverb = Reverb(16000, seconds=0.5)
+    x = torch.rand(frames, 12)
+    notes = random_notes(60, frames, hop, seed=1)
+    with torch.no_grad():
+        dry = model.decoder(model.encoder(x[None]), None, notes[None])[0]
+        whole = model(x[None], None, notes[None])[0]
+    assert (whole - dry).abs().max() > 0.01  # the room is heard
+    chunked = torch.cat(list(model.synthesize(x, chunk_frames=64, context_frames=frames, crossfade_frames=8, notes=notes)))
+    assert (chunked - whole).abs().max() < 1e-4
+    # the ringing continues past a note's end: the room's tail after silence
+    quiet = torch.zeros(frames * hop)
+    quiet[1000] = 1.0
+    out = model.reverb(quiet[None])[0]
+    assert out[1000 + 4000 : 1000 + 5000].abs().max() > 1e-4 and out[:1000].abs().max() < 1e-6  # causal (FFT round-off only)
+    model.train()
+    model(x[None], None, notes[None]).pow(2).mean().backward()
+    assert model.reverb.log_gain.grad.abs().sum() > 0 and model.reverb.log_tau.grad.abs().sum() > 0
+    assert not any(k.startswith("reverb") for k in loud_model().state_dict())
 
 
 def test_dropping_voices_below_the_floor_changes_the_output_by_less_than_the_floor(monkeypatch):

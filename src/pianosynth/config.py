@@ -114,6 +114,7 @@ class ModelConfig:
     decoder: str = "frames"  # the part that turns encoder states into audio (see model.DECODERS)
     window: str = "ola"  # frames decoder: "rect" emits hop_samples per frame; "ola" emits 2*hop, Hann overlap-add
     dropout: float = 0.0  # dropout between recurrent layers, in [0, 1)
+    reverb_seconds: float = 0.0  # a learned room (reverb.Reverb) this long after the decoder; 0: none (a dry sampler's sound)
 
     def __post_init__(self) -> None:
         _require(self.cell in CELLS, "model.cell", self.cell, f"one of {CELLS}")
@@ -122,6 +123,7 @@ class ModelConfig:
         _require(self.decoder in DECODERS, "model.decoder", self.decoder, f"one of {DECODERS}")
         _require(self.window in WINDOWS, "model.window", self.window, f"one of {WINDOWS}")
         _require(_finite(self.dropout) and 0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        _require(_in(self.reverb_seconds, 0, 10), "model.reverb_seconds", self.reverb_seconds, "in 0..10 seconds")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .decoders import DECODERS
+from .reverb import Reverb
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -77,6 +78,7 @@ class PianoSynth(nn.Module):
         window: str = "ola",
         dropout: float = 0.0,
         sample_rate: int = 16000,
+        reverb_seconds: float = 0.0,
     ):
         super().__init__()
         if decoder not in DECODERS:
@@ -85,6 +87,8 @@ class PianoSynth(nn.Module):
         self.hop_samples = hop_samples
         self.encoder = Encoder(in_channels, cell, layers, hidden, bidirectional, dropout)
         self.decoder = DECODERS[decoder](self.encoder.out_channels, hop_samples, sample_rate, window=window)
+        # a learned room for recordings (issue 12); absent, so a dry model's checkpoint is unchanged
+        self.reverb = Reverb(sample_rate, reverb_seconds) if reverb_seconds > 0 else None
 
     @property
     def needs_notes(self) -> bool:
@@ -98,9 +102,13 @@ class PianoSynth(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.in_channels:
             raise ValueError(f"expected x of shape (batch, frames, {self.in_channels}), got {tuple(x.shape)}")
         h = self.encoder(x)
-        if self.needs_notes:
-            return self.decoder(h, offset, notes)
-        return self.decoder(h, offset)
+        y = self.decoder(h, offset, notes) if self.needs_notes else self.decoder(h, offset)
+        return y if self.reverb is None else self.reverb(y)
+
+    def _dry(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """The frame decoders' output before the room (``synthesize`` applies it to the joined
+        blocks, not to each window)."""
+        return self.decoder(self.encoder(x), offset)
 
     @torch.no_grad()
     def synthesize(
@@ -135,8 +143,15 @@ class PianoSynth(nn.Module):
         (frames * hop_samples,).
 
         With the ``voices`` decoder, ``notes`` (the whole piece's note table, ``(notes, 4)``) is
-        required and ``synthesize_voices`` does the work.
+        required and ``synthesize_voices`` does the work. With a learned room (``reverb``), the
+        blocks go through it in turn, each one's reverberation carried into the next.
         """
+        blocks = self._synthesize_dry(x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes)
+        yield from blocks if self.reverb is None else self.reverb.stream(blocks)
+
+    @torch.no_grad()
+    def _synthesize_dry(self, x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes):
+        """``synthesize`` before the room: the decoder's blocks."""
         if self.needs_notes:
             if notes is None:
                 raise ValueError("this model's decoder needs the note table: pass notes=")
@@ -263,11 +278,11 @@ class PianoSynth(nn.Module):
     def _run_windows(self, windows: torch.Tensor, offsets: torch.Tensor, pool, workers: int) -> torch.Tensor:
         """The model on a batch of windows, split between ``pool``'s threads if there is one."""
         if pool is None:
-            return self(windows, offsets)
+            return self._dry(windows, offsets)
 
         def run(part):
             with torch.no_grad():  # grad mode is per thread
-                return self(*part)
+                return self._dry(*part)
 
         parts = [p for p in zip(windows.tensor_split(workers), offsets.tensor_split(workers)) if len(p[0])]
         return torch.cat(list(pool.map(run, parts)))
@@ -286,4 +301,5 @@ def build_model(model_cfg, feature_cfg) -> PianoSynth:
         window=model_cfg.window,
         dropout=model_cfg.dropout,
         sample_rate=feature_cfg.sample_rate,
+        reverb_seconds=model_cfg.reverb_seconds,
     )

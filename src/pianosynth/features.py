@@ -180,9 +180,10 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
 
     A note never released (a pedal held to the end) is released at ``n_samples`` if given.
 
-    The score preset (``cfg.velocity`` and ``cfg.pedals`` false) gives the report's bare notes:
-    every velocity is ``SCORE_VELOCITY`` and the pedals are ignored (releases at the note-offs and
-    re-strikes), so a score-mode model has to infer dynamics and pedalling, as the report's did.
+    Under the score preset (no velocity channels) every velocity is ``SCORE_VELOCITY``, so a
+    score-mode model has to infer the dynamics, as the report's did. Pedal events, where a file has
+    them (a score's pedal marks), still set the releases under either preset: the reference plays
+    them, and the velocity-64 baseline that a score model is measured against has them too.
 
     Returns:
         notes: (notes, 4) int64.
@@ -195,9 +196,8 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
     on = event_ticks([n.start_s for n in perf.notes])
     off = event_ticks([n.end_s for n in perf.notes])
     never = np.iinfo(np.int64).max // 4
-    pedals = perf.pedals if cfg.pedals else {}
-    sus_t, sus_down = _pedal_down(pedals.get("sustain"), on)
-    sos_t, sos_down = _pedal_down(pedals.get("sostenuto"), on)
+    sus_t, sus_down = _pedal_down(perf.pedals.get("sustain"), on)
+    sos_t, sos_down = _pedal_down(perf.pedals.get("sostenuto"), on)
 
     def next_up(times: np.ndarray, down: np.ndarray, t: np.ndarray) -> np.ndarray:
         """For each tick t: if the pedal is down at t, the tick it next goes up (else t)."""

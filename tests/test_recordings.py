@@ -12,13 +12,14 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import note, tempo, write_events
+from conftest import needs_fluidsynth, note, tempo, write_events
 from pianosynth.config import Config, FeatureConfig, RenderConfig, config_from_dict
 from pianosynth.dataset import Cache, find_maestro, find_recordings, prepare
 from pianosynth.features import compute_notes, n_frames_for
@@ -151,7 +152,7 @@ def test_an_unreadable_file_is_a_recording_error(tmp_path):
 
 def test_a_paired_folder_becomes_a_cache_aligned_and_levelled(tmp_path):
     offsets = {"one": 0.25, "two": -0.15}
-    make_pair(tmp_path / "in", "one", 1, offsets["one"], gain=0.2)
+    make_pair(tmp_path / "in", "one", 1, offsets["one"], gain=0.02)
     make_pair(tmp_path / "in" / "sub", "two", 2, offsets["two"], suffix=".flac", sample_rate=44100, channels=2, gain=3.0)
     sources = find_recordings(tmp_path / "in")
     assert [(s.rel, s.audio_rel) for s in sources] == [("one.mid", "one.wav"), ("sub/two.mid", "sub/two.flac")]
@@ -262,3 +263,24 @@ def test_a_recordings_reference_is_never_rendered():
 
     with pytest.raises(RenderError, match="not rendered"):
         render(None, RenderConfig(source="recorded"), FC, 100)
+
+
+@needs_fluidsynth
+def test_evaluate_scores_against_the_recording_with_the_fluidr3_render_as_a_baseline(tmp_path, monkeypatch):
+    from pianosynth import evaluate as ev
+    from pianosynth.config import DEFAULT_SOUNDFONT
+    from pianosynth.evaluate import evaluate
+
+    monkeypatch.setattr(ev, "MUSESCORE_SOUNDFONT", DEFAULT_SOUNDFONT)  # not under test here, and slow to load
+
+    make_pair(tmp_path / "in", "one", 1, 0.1)
+    make_pair(tmp_path / "in", "two", 2, -0.1)
+    sources = [replace(s, split="test") for s in find_recordings(tmp_path / "in")]
+    cache = Cache(prepare(sources, tmp_path / "cache", RECORDED))
+    result = evaluate(cache, [], tmp_path / "eval", split="test", clips=2, seconds=3.0, transcribe=False)
+    names = [s["name"] for s in result["systems"]]
+    assert names[0] == "reference (recording)" and "FluidR3 grand (FluidSynth)" in names
+    summary = result["summary"]
+    assert summary["reference (recording)"]["mrstft"]["mean"] == 0.0
+    # the FluidR3 render is not the recording (it was the reference of a FluidSynth cache)
+    assert summary["FluidR3 grand (FluidSynth)"]["mrstft"]["mean"] > 0.5

@@ -636,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=POSITIVE_INT, default=12, help="number of clips")
     p.add_argument("--seconds", type=POSITIVE, default=30.0, help="seconds per clip")
     p.add_argument("--out", default="out/evaluate", help="output folder (metrics.json, metrics.md, index.html)")
-    p.add_argument("--no-baselines", action="store_true", help="skip silence, sine, MuseScore and velocity-64 baselines")
+    p.add_argument("--no-baselines", action="store_true", help="skip the silence, sine, MuseScore and velocity-64 baselines (and, on a cache of recordings, the FluidR3 render)")
     p.add_argument("--no-transcribe", action="store_true", help="skip basic-pitch note F1 (faster)")
     p.add_argument("--no-default-model", action="store_true", help="with no --model, evaluate only the baselines")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for the models, as synthesize uses them (default: torch's count)")

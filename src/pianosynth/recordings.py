@@ -36,12 +36,14 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # in order of preference whe
 MAX_OFFSET_S = 1.0  # the largest constant MIDI-audio offset searched, either way
 MAX_LENGTH_DIFF_S = 2.0  # the recording may stop this much before the MIDI's end, or sound this much after it
 # The alignment score is the correlation (Pearson r) of the audio's onset strength with the MIDI's
-# onset curve at the best offset. Stand-in recordings (scripts/make_standin.py) of ASAP pieces score
-# 0.29 to 0.55 and a recording paired with another piece's MIDI 0.02 to 0.08 (docs/recordings.md).
+# onset curve at the best offset. FluidR3 renders of ASAP pieces score 0.59 to 0.79 against their
+# own MIDI and 0.02 or less against another piece's (benchmarks/recordings.py fluidr3); the
+# stand-in recordings' scores are in docs/recordings.md.
 MIN_ALIGNMENT = 0.3
-# Recordings are brought to the loudness of the FluidR3 references they sit beside: the FluidR3
-# cache's pieces measure -28.9 to -20.6 LUFS, median -24.1 (docs/recordings.md).
-LOUDNESS_LUFS = -24.0
+# Recordings are brought to the loudness of the FluidR3 references the project trains on, so that a
+# model, the FluidR3 render and a recording meet at one level: the 101 pieces of the 8-hour FluidR3
+# cache measure -50.1 to -36.4 LUFS, median -42.8 (benchmarks/recordings.py loudness).
+LOUDNESS_LUFS = -43.0
 AUDIBLE_DB = -50.0  # sounding: a 50 ms frame within 50 dB of the loudest one
 READ_BLOCK_SECONDS = 10.0
 

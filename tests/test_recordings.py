@@ -193,21 +193,25 @@ def test_bad_pairs_are_skipped_with_their_reason_and_nothing_else_is_lost(tmp_pa
     midi = make_midi(folder / "short.mid", 5)  # the recording stops 4 s before the music does
     rec = synth_recording(midi, 16000, 0.0)
     sf.write(str(folder / "short.wav"), rec[: len(rec) - 5 * 16000], 16000)
+    midi = make_midi(folder / "long.mid", 7)  # the recording goes on with 6 s of other music
+    more = synth_recording(make_midi(tmp_path / "more.mid", 8, seconds=6), 16000, 0.0)
+    sf.write(str(folder / "long.wav"), np.concatenate([synth_recording(midi, 16000, 0.0, tail_s=0.5), more]), 16000)
     make_midi(folder / "alone.mid", 6)  # no recording at all
     proc = _cli("prepare", str(folder), "--recordings", "--out", str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr
     cache = Cache(proc.stdout.splitlines()[0])
     assert [p["file"] for p in cache.pieces] == ["good.mid"]
     reasons = {s["file"]: s["reason"] for s in cache.skipped}
-    assert set(reasons) == {"unreadable.mid", "mismatched.mid", "short.mid", "alone.mid"}
+    assert set(reasons) == {"unreadable.mid", "mismatched.mid", "short.mid", "long.mid", "alone.mid"}
     assert "cannot be read" in reasons["unreadable.mid"]
     assert "does not align" in reasons["mismatched.mid"]
     assert "before the MIDI does" in reasons["short.mid"]
+    assert "still sounds" in reasons["long.mid"]
     assert "no audio file" in reasons["alone.mid"]
     assert "skipped mismatched.mid" in proc.stderr
     assert not cache.check_arrays(verify=True)
     # the good piece is what it would be alone
-    alone = Cache(prepare(find_recordings(folder)[1:2], tmp_path / "cache2", RECORDED))
+    alone = Cache(prepare([s for s in find_recordings(folder) if s.rel == "good.mid"], tmp_path / "cache2", RECORDED))
     assert alone.pieces[0]["file"] == "good.mid"
     assert np.array_equal(cache.load(cache.pieces[0])[1], alone.load(alone.pieces[0])[1])
 
@@ -284,3 +288,15 @@ def test_evaluate_scores_against_the_recording_with_the_fluidr3_render_as_a_base
     assert summary["reference (recording)"]["mrstft"]["mean"] == 0.0
     # the FluidR3 render is not the recording (it was the reference of a FluidSynth cache)
     assert summary["FluidR3 grand (FluidSynth)"]["mrstft"]["mean"] > 0.5
+
+
+def test_verify_redoes_a_piece_whose_recording_changed(tmp_path):
+    midi, audio = make_pair(tmp_path / "in", "one", 1, 0.1)
+    cache = Cache(prepare(find_recordings(tmp_path / "in"), tmp_path / "cache", RECORDED))
+    first = cache.pieces[0]
+    sf.write(str(audio), synth_recording(midi, 16000, 0.3), 16000)  # the same take, re-exported later
+    again = Cache(prepare(find_recordings(tmp_path / "in"), tmp_path / "cache", RECORDED))
+    assert again.pieces[0]["audio_sha1"] == first["audio_sha1"]  # without --verify the finished piece is kept
+    fixed = Cache(prepare(find_recordings(tmp_path / "in"), tmp_path / "cache", RECORDED, verify=True))
+    assert fixed.pieces[0]["audio_sha1"] != first["audio_sha1"]
+    assert abs(fixed.pieces[0]["offset_s"] - 0.3) < 0.005

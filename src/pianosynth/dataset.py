@@ -406,8 +406,8 @@ def prepare(
     """Builds (or finishes) the cache for ``sources`` and returns its folder.
 
     Pieces already finished by an earlier, interrupted run are kept and not redone, unless their
-    arrays fail ``check_piece_arrays`` (with ``verify``, their hashes too): those are redone, as
-    are pieces skipped under another ``max_seconds``. ``progress(iterator, total)`` may wrap the
+    arrays fail ``check_piece_arrays`` (with ``verify``, their hashes too, and a recording's hash
+    against its file's): those are redone, as are pieces skipped under another ``max_seconds``. ``progress(iterator, total)`` may wrap the
     iterator of finished pieces (e.g. with tqdm).
     """
     from .render import check_renderer, remove_stale_render_folders
@@ -433,6 +433,9 @@ def prepare(
             if "arrays" not in rec and not (pieces_dir / f"{rec['id']}.notes.npy").is_file():
                 add_note_table(src, rec, pieces_dir, cfg.features)  # a cache from before note tables
             problem = check_piece_arrays(pieces_dir, rec, cfg.features, verify=verify)
+            if not problem and verify and rec.get("audio_sha1") and src.audio is not None and src.audio.is_file():
+                if file_sha1(src.audio) != rec["audio_sha1"]:  # the recording changed since
+                    problem = f"{src.rel}: {src.audio_rel} does not match its hash in the manifest (changed)"
             if problem:
                 log.warning("redoing %s", problem)
                 rec = None

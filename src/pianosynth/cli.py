@@ -45,20 +45,30 @@ def _warn(msg: str) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .dataset import Cache, find_sources, prepare, select_subset
+    from .dataset import Cache, find_maestro, find_recordings, find_sources, prepare, select_subset
     from .recipes import recipe_path
 
-    cfg = load_config(recipe_path(args.config) if args.config else None, _render_overrides(args) + args.set)
     input_dir = Path(args.input)
+    maestro = input_dir.suffix.lower() == ".csv"
+    recorded = args.recordings or maestro
+    overrides = _render_overrides(args) + (["render.source=recorded"] if recorded else [])
+    cfg = load_config(recipe_path(args.config) if args.config else None, overrides + args.set)
+    if cfg.render.source == "recorded" and not recorded:
+        raise UserError("render.source=recorded needs recordings: pass --recordings or a MAESTRO CSV")
     try:
-        sources = find_sources(input_dir, column=args.column)
+        if maestro:
+            sources = find_maestro(input_dir)
+        elif recorded:
+            sources = find_recordings(input_dir, column=args.column)
+        else:
+            sources = find_sources(input_dir, column=args.column)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
     sources = select_subset(sources, limit=args.limit, max_hours=args.max_hours)
     if not sources:
         raise UserError(f"{input_dir}: no MIDI files found")
     print(f"preparing {len(sources)} file(s) from {input_dir} with {args.jobs} job(s)", file=sys.stderr)
-    name = args.name or input_dir.resolve().name
+    name = args.name or (input_dir.stem if maestro else input_dir.resolve().name)
     cache_dir = prepare(
         sources, Path(args.out), cfg, name=name, jobs=args.jobs, progress=_progress("prepare"),
         max_seconds=args.max_seconds, verify=args.verify,
@@ -68,7 +78,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         for w in piece.get("warnings", []):
             _warn(w)
         if piece.get("clipped_samples"):
-            _warn(f"{piece['file']}: the reference render clipped {piece['clipped_samples']} sample(s)")
+            what = "recording" if cache.render.source == "recorded" else "render"
+            _warn(f"{piece['file']}: the reference {what} clipped {piece['clipped_samples']} sample(s)")
     for s in cache.skipped:
         _warn(f"skipped {s['file']}: {s['reason']}")
     print(cache_dir)
@@ -96,7 +107,11 @@ def _print_summary(cache) -> None:
         f"cache {cache.dir}\n"
         f"  features: {fc.preset} preset, {fc.n_channels} channels, {fc.sample_rate} Hz, "
         f"hop {fc.hop_samples} ({fc.frame_rate:g} frames/s)\n"
-        f"  render: {Path(cache.render.soundfont).name} program {cache.render.program}"
+        + (
+            f"  reference: recordings, aligned and levelled to {cache.manifest.get('recordings', {}).get('loudness_lufs')} LUFS"
+            if cache.render.source == "recorded"
+            else f"  render: {Path(cache.render.soundfont).name} program {cache.render.program}"
+        )
     )
     print(f"  {'split':<6} {'files':>6} {'hours':>8}")
     for split, row in s["splits"].items():
@@ -546,8 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=fmt, parents=[common])
 
-    p = command("prepare", "MIDI folder -> features + reference audio cache")
-    p.add_argument("input", help="folder of MIDI files (searched recursively); ASAP's splits.csv is used if present")
+    p = command("prepare", "MIDI folder (or recordings) -> features + reference audio cache")
+    p.add_argument("input", help="folder of MIDI files (searched recursively; ASAP's splits.csv is used if present), or a MAESTRO CSV (recordings)")
+    p.add_argument("--recordings", action="store_true", help="the reference is the recording beside each MIDI file (same stem: .wav, .flac, .ogg or .mp3), aligned and levelled, not a FluidSynth render")
     p.add_argument("--out", default="cache", help="folder that holds cache folders")
     p.add_argument("--name", default=None, help="cache folder name prefix (default: the input folder's name)")
     p.add_argument("--config", default=None, help="a shipped recipe's name or a YAML file; its features and render sections are used (default: base.yaml's values)")
@@ -620,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=POSITIVE_INT, default=12, help="number of clips")
     p.add_argument("--seconds", type=POSITIVE, default=30.0, help="seconds per clip")
     p.add_argument("--out", default="out/evaluate", help="output folder (metrics.json, metrics.md, index.html)")
-    p.add_argument("--no-baselines", action="store_true", help="skip silence, sine, MuseScore and velocity-64 baselines")
+    p.add_argument("--no-baselines", action="store_true", help="skip the silence, sine, MuseScore and velocity-64 baselines (and, on a cache of recordings, the FluidR3 render)")
     p.add_argument("--no-transcribe", action="store_true", help="skip basic-pitch note F1 (faster)")
     p.add_argument("--no-default-model", action="store_true", help="with no --model, evaluate only the baselines")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for the models, as synthesize uses them (default: torch's count)")

@@ -20,6 +20,9 @@ import yaml
 SUPPORTED_SAMPLE_RATES = (16000, 22050, 24000, 44100)
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 FEATURE_PRESETS = ("score", "performance")
+# Where a cache's reference audio comes from: rendered by FluidSynth from the settings of the
+# render section, or recordings paired with the MIDI files (issue 12; pianosynth.recordings)
+REFERENCE_SOURCES = ("fluidsynth", "recorded")
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -95,8 +98,13 @@ class RenderConfig:
     program: int = 0  # General MIDI program every note is played with (0: FluidR3's Yamaha Grand Piano)
     bank: int = 0  # SoundFont bank of that program
     gain: float = 0.2  # FluidSynth's master gain (0.2 is FluidSynth's own default)
+    # "fluidsynth": the reference is rendered with the settings above; "recorded": it is a recording
+    # of the performance (prepare --recordings), and the settings above give the SoundFont render
+    # that evaluate sets beside it as a baseline
+    source: str = "fluidsynth"
 
     def __post_init__(self) -> None:
+        _require(self.source in REFERENCE_SOURCES, "render.source", self.source, f"one of {REFERENCE_SOURCES}")
         if not 0 <= self.program <= 127:
             raise ConfigError(f"render.program must be in 0..127, got {self.program}")
         if not 0 <= self.bank <= 16383:
@@ -181,7 +189,12 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["render"]["source"] == "fluidsynth":
+            # Caches, runs and checkpoints made before render.source existed hold no such key;
+            # leaving the default out keeps their hashes, and so their folder names, unchanged.
+            del d["render"]["source"]
+        return d
 
 
 _SECTION_TYPES = {

@@ -8,7 +8,9 @@ three::
                                    skips (written last)
         pieces/<id>.json           one piece's record; its presence marks the piece as finished
         pieces/<id>.features.npy   (frames, channels) uint8, value * 127 (see features.quantize)
-        pieces/<id>.audio.npy      (frames * hop_samples,) int16
+        pieces/<id>.audio.npy      (frames * hop_samples,) int16: the FluidSynth render, or the
+                                   recording aligned to the MIDI and levelled (render.source
+                                   "recorded", see recordings.py)
         pieces/<id>.notes.npy      (notes, 4) int64: key, velocity, onset and release samples on the
                                    reference's block grid (features.compute_notes)
 
@@ -24,7 +26,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -58,6 +60,8 @@ class SourceFile:
     rel: str  # path relative to the input folder, the file's name in the manifest
     split: str  # train, valid or test
     seconds: float | None  # duration if known without parsing (from splits.csv), else None
+    audio: Path | None = None  # a recording of the performance (prepare --recordings), absolute
+    audio_rel: str | None = None  # its path relative to the input folder, its name in the manifest
 
 
 def _hash_fraction(text: str) -> float:
@@ -98,6 +102,53 @@ def find_sources(input_dir: Path, column: str = "performance_midi") -> list[Sour
             if path.suffix.lower() in MIDI_SUFFIXES and path.is_file():
                 rel = path.relative_to(input_dir).as_posix()
                 sources[rel] = SourceFile(path.resolve(), rel, split_by_hash(rel), None)
+    return sorted(sources.values(), key=lambda s: s.rel)
+
+
+def find_recordings(input_dir: Path, column: str = "performance_midi") -> list[SourceFile]:
+    """``find_sources``, each MIDI file paired with the audio file beside it that has its stem
+    (``recordings.find_audio``). A MIDI file without one stays in the list with ``audio`` None:
+    prepare skips it with its reason."""
+    from .recordings import find_audio
+
+    input_dir = Path(input_dir)
+    out = []
+    for src in find_sources(input_dir, column):
+        audio = find_audio(src.path)
+        rel = audio.relative_to(src.path.parent).as_posix() if audio is not None else None
+        audio_rel = (Path(src.rel).parent / rel).as_posix() if rel is not None else None
+        out.append(replace(src, audio=audio.resolve() if audio is not None else None, audio_rel=audio_rel))
+    return out
+
+
+MAESTRO_SPLITS = {"train": "train", "validation": "valid", "test": "test"}
+MAESTRO_COLUMNS = ("midi_filename", "audio_filename", "split", "duration")
+
+
+def find_maestro(csv_path: Path) -> list[SourceFile]:
+    """The pairs of a MAESTRO-layout CSV (``midi_filename``, ``audio_filename``, ``split``,
+    ``duration``; paths relative to the CSV's folder), with MAESTRO's own split (its
+    ``validation`` is our ``valid``)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: no such file")
+    root = csv_path.parent
+    sources: dict[str, SourceFile] = {}
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in MAESTRO_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path}: not a MAESTRO CSV (no column {', '.join(missing)})")
+        for line, row in enumerate(reader, start=2):
+            split = MAESTRO_SPLITS.get(row["split"].strip())
+            if split is None:
+                raise ValueError(f"{csv_path}:{line}: split {row['split']!r}, expected one of {', '.join(MAESTRO_SPLITS)}")
+            try:
+                seconds = float(row["duration"]) if row["duration"] else None
+            except ValueError:
+                raise ValueError(f"{csv_path}:{line}: duration {row['duration']!r} is not a number") from None
+            rel, audio_rel = row["midi_filename"], row["audio_filename"]
+            sources[rel] = SourceFile((root / rel).resolve(), rel, split, seconds, (root / audio_rel).resolve(), audio_rel)
     return sorted(sources.values(), key=lambda s: s.rel)
 
 
@@ -151,15 +202,20 @@ def file_sha1(path: Path) -> str:
 
 
 def cache_key(sources: list[SourceFile], cfg: Config) -> str:
-    """Hash of (file list, feature config, render config): the cache folder's identity."""
-    return stable_hash(
-        {
-            "version": CACHE_VERSION,
-            "files": [(s.rel, s.split) for s in sources],
-            "features": cfg.to_dict()["features"],
-            "render": cfg.to_dict()["render"],
-        }
-    )
+    """Hash of (file list, feature config, render config): the cache folder's identity. A cache
+    of recordings adds the audio files and the recordings' settings."""
+    key = {
+        "version": CACHE_VERSION,
+        "files": [(s.rel, s.split) for s in sources],
+        "features": cfg.to_dict()["features"],
+        "render": cfg.to_dict()["render"],
+    }
+    if cfg.render.source == "recorded":
+        from .recordings import settings
+
+        key["audio"] = [s.audio_rel for s in sources]
+        key["recordings"] = settings()
+    return stable_hash(key)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -183,7 +239,12 @@ def prepare_piece(
     A file that cannot be used (unreadable, over ``max_seconds`` or the density limit, or one
     FluidSynth renders past its bounds) gives a record with ``skipped`` set to the reason instead.
     A missing FluidSynth or SoundFont is not a property of the file, so it raises RenderError.
+
+    With ``render_cfg.source == "recorded"`` the reference is ``src.audio``, aligned to the MIDI and
+    levelled (``recordings.reference_from_recording``); a recording that is missing, unreadable,
+    misaligned or of another length skips the piece with its reason.
     """
+    from .recordings import RecordingError, reference_from_recording
     from .render import RenderLimitError, render, to_int16
 
     pid = piece_id(src.rel)
@@ -202,12 +263,27 @@ def prepare_piece(
     n_frames = n_frames_for(perf, features)
     x = quantize(compute_features(perf, features, n_frames))  # (frames, channels) uint8
     n_samples = n_frames * features.hop_samples
-    try:
-        audio, clipped = to_int16(render(perf, render_cfg, features, n_samples))  # (samples,) int16
-    except RenderLimitError as e:
-        return skip(MidiError(f"{src.rel}: {e}"))
+    notes = compute_notes(perf, features, n_samples)
+    if render_cfg.source == "recorded":
+        if src.audio is None:
+            return skip(RecordingError(f"{src.rel}: no audio file beside it with the same stem"))
+        record["audio_file"] = src.audio_rel
+        try:
+            # aligned to the note table's onsets: the clock of the notes the decoders are given
+            y, corrections = reference_from_recording(
+                src.audio, notes[:, 2], notes[:, 1], perf.end_s, features.sample_rate, n_samples, src.audio_rel or src.rel
+            )  # fmt: skip
+        except RecordingError as e:
+            return skip(e)
+        record.update(corrections)
+        audio, clipped = to_int16(y)  # (samples,) int16
+    else:
+        try:
+            audio, clipped = to_int16(render(perf, render_cfg, features, n_samples))  # (samples,) int16
+        except RenderLimitError as e:
+            return skip(MidiError(f"{src.rel}: {e}"))
     check_alignment(x.shape[0], audio.shape[0], features.hop_samples)
-    arrays = {"features": x, "audio": audio, "notes": compute_notes(perf, features, n_samples)}
+    arrays = {"features": x, "audio": audio, "notes": notes}
     for kind, array in arrays.items():
         _save_npy(pieces_dir / f"{pid}.{kind}.npy", array)
     # what check_arrays compares the files with; the hash is checked by prepare --verify
@@ -330,15 +406,16 @@ def prepare(
     """Builds (or finishes) the cache for ``sources`` and returns its folder.
 
     Pieces already finished by an earlier, interrupted run are kept and not redone, unless their
-    arrays fail ``check_piece_arrays`` (with ``verify``, their hashes too): those are redone, as
-    are pieces skipped under another ``max_seconds``. ``progress(iterator, total)`` may wrap the
+    arrays fail ``check_piece_arrays`` (with ``verify``, their hashes too, and a recording's hash
+    against its file's): those are redone, as are pieces skipped under another ``max_seconds``. ``progress(iterator, total)`` may wrap the
     iterator of finished pieces (e.g. with tqdm).
     """
     from .render import check_renderer, remove_stale_render_folders
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    check_renderer(cfg.render)  # fail before any work if FluidSynth or the SoundFont is missing
+    if cfg.render.source == "fluidsynth":
+        check_renderer(cfg.render)  # fail before any work if FluidSynth or the SoundFont is missing
     remove_stale_render_folders()  # left by a run killed with -9
     cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg)}"
     pieces_dir = cache_dir / "pieces"
@@ -356,6 +433,9 @@ def prepare(
             if "arrays" not in rec and not (pieces_dir / f"{rec['id']}.notes.npy").is_file():
                 add_note_table(src, rec, pieces_dir, cfg.features)  # a cache from before note tables
             problem = check_piece_arrays(pieces_dir, rec, cfg.features, verify=verify)
+            if not problem and verify and rec.get("audio_sha1") and src.audio is not None and src.audio.is_file():
+                if file_sha1(src.audio) != rec["audio_sha1"]:  # the recording changed since
+                    problem = f"{src.rel}: {src.audio_rel} does not match its hash in the manifest (changed)"
             if problem:
                 log.warning("redoing %s", problem)
                 rec = None
@@ -377,6 +457,8 @@ def prepare(
                 records[rec["file"]] = rec
     for src in sources:  # where each file was read from, for evaluation baselines that re-render it
         records[src.rel]["path"] = str(src.path)
+        if src.audio is not None:
+            records[src.rel]["audio_path"] = str(src.audio)
     manifest = {
         "version": CACHE_VERSION,
         "config": {"features": cfg.to_dict()["features"], "render": cfg.to_dict()["render"]},
@@ -385,6 +467,10 @@ def prepare(
             {"file": r["file"], "reason": r["skipped"]} for s in sources if "skipped" in (r := records[s.rel])
         ],
     }
+    if cfg.render.source == "recorded":
+        from .recordings import settings
+
+        manifest["recordings"] = settings()
     save_json(cache_dir / MANIFEST, manifest)
     return cache_dir
 

@@ -1,8 +1,9 @@
 """Objective metrics for models and baselines on fixed clips, and a listening page.
 
 Every system (trained models and baselines) renders the same clips of one split of a cache, and
-each output is compared with the reference render (FluidR3's grand piano) on mono audio resampled
-to 16 kHz, so that models at other sample rates compare fairly. Every system's output, the
+each output is compared with the cache's reference (FluidR3's grand piano; on a cache of
+recordings, the recording, with the FluidR3 render of the same MIDI among the baselines) on mono
+audio resampled to 16 kHz, so that models at other sample rates compare fairly. Every system's output, the
 reference's included, first takes the path the reference took into the cache: clipped to [-1, 1]
 and rounded to 16-bit PCM at its own sample rate (``as_pcm16``), so that no system gains or loses
 by the noise floor of its output format (issue 14):
@@ -280,13 +281,15 @@ def _cut(audio: np.ndarray, clip: Clip, sr: int) -> np.ndarray:
 
 
 def reference_system(cache: Cache) -> System:
+    """The cache's own reference audio: the FluidSynth render, or the aligned, levelled recording."""
     sr = cache.features.sample_rate
 
     def render(clip: Clip):
         _, y = cache.load(clip.piece)
         return _cut(np.asarray(y, dtype=np.float32) / 32767.0, clip, sr), 0.0
 
-    return System("reference (FluidR3 grand)", "reference", render, sr)
+    recorded = cache.render.source == "recorded"
+    return System("reference (recording)" if recorded else "reference (FluidR3 grand)", "reference", render, sr)
 
 
 def silence_system() -> System:
@@ -387,12 +390,17 @@ def evaluate(
     ref = reference_system(cache)
     systems = [ref]
     if baselines:
+        # the SoundFont render of the cache's settings: on a cache of recordings, what its user has
+        # without learning anything (the render section there names the SoundFont, FluidR3 by default)
+        rendered = replace(cache.render, source="fluidsynth")
         systems += [
             silence_system(),
             sine_system(pieces, ref),
             soundfont_system(pieces, "MuseScore General grand (FluidSynth)", RenderConfig(soundfont=MUSESCORE_SOUNDFONT)),
-            soundfont_system(pieces, "FluidR3 grand, every velocity 64", cache.render, velocity=64),
+            soundfont_system(pieces, "FluidR3 grand, every velocity 64", rendered, velocity=64),
         ]
+        if cache.render.source == "recorded":
+            systems.insert(3, soundfont_system(pieces, "FluidR3 grand (FluidSynth)", rendered))
     names = model_names or [None] * len(models)
     systems += [model_system(m, pieces, name=n, threads=threads) for m, n in zip(models, names)]
     transcriber = BasicPitch() if transcribe else None

@@ -137,6 +137,8 @@ def render(perf: Performance, render_cfg: RenderConfig, feature_cfg: FeatureConf
         audio: (n_samples,) float32 in [-1, 1] (FluidSynth's float output, mixed to mono,
         padded with silence or trimmed to the feature length).
     """
+    if render_cfg.source != "fluidsynth":
+        raise RenderError(f"the reference of a render.source={render_cfg.source!r} cache is not rendered; it is read from the cache")
     exe = check_renderer(render_cfg)
     with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         midi_path = Path(tmp) / "events.mid"

@@ -237,3 +237,13 @@ def test_listening_page_in_a_real_browser(tiny):
     assert images and all(done and width > 0 for done, width in images)
     assert rows == 1 + 2  # header + reference + the model
     assert (root / "page.png").stat().st_size > 10_000
+
+
+def test_baseline_labels_name_the_caches_instrument():
+    """A cache of another instrument labels its reference and baselines with that instrument."""
+    from pianosynth.config import RenderConfig
+    from pianosynth.evaluate import instrument_label
+
+    assert instrument_label(RenderConfig()) == "FluidR3 grand"
+    assert instrument_label(RenderConfig(program=6)) == "FluidR3 Harpsichord"
+    assert instrument_label(RenderConfig(program=6), "MuseScore General") == "MuseScore General Harpsichord"

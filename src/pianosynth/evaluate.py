@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pretty_midi
 import torch
 
 from .config import FeatureConfig, RenderConfig
@@ -280,6 +281,14 @@ def _cut(audio: np.ndarray, clip: Clip, sr: int) -> np.ndarray:
     return out
 
 
+def instrument_label(render_cfg: RenderConfig, soundfont: str = "FluidR3") -> str:
+    """A baseline's sound in a label: "FluidR3 grand" for the piano, else the General MIDI name
+    of the cache's program (e.g. "FluidR3 Harpsichord")."""
+    if render_cfg.program == 0:
+        return f"{soundfont} grand"
+    return f"{soundfont} {pretty_midi.program_to_instrument_name(render_cfg.program)}"
+
+
 def reference_system(cache: Cache) -> System:
     """The cache's own reference audio: the FluidSynth render, or the aligned, levelled recording."""
     sr = cache.features.sample_rate
@@ -289,7 +298,7 @@ def reference_system(cache: Cache) -> System:
         return _cut(np.asarray(y, dtype=np.float32) / 32767.0, clip, sr), 0.0
 
     recorded = cache.render.source == "recorded"
-    return System("reference (recording)" if recorded else "reference (FluidR3 grand)", "reference", render, sr)
+    return System("reference (recording)" if recorded else f"reference ({instrument_label(cache.render)})", "reference", render, sr)
 
 
 def silence_system() -> System:
@@ -396,11 +405,15 @@ def evaluate(
         systems += [
             silence_system(),
             sine_system(pieces, ref),
-            soundfont_system(pieces, "MuseScore General grand (FluidSynth)", RenderConfig(soundfont=MUSESCORE_SOUNDFONT)),
-            soundfont_system(pieces, "FluidR3 grand, every velocity 64", rendered, velocity=64),
+            # the same instrument from another SoundFont
+            soundfont_system(
+                pieces, f"{instrument_label(rendered, 'MuseScore General')} (FluidSynth)",
+                RenderConfig(soundfont=MUSESCORE_SOUNDFONT, program=rendered.program, bank=rendered.bank),
+            ),
+            soundfont_system(pieces, f"{instrument_label(rendered)}, every velocity 64", rendered, velocity=64),
         ]
         if cache.render.source == "recorded":
-            systems.insert(3, soundfont_system(pieces, "FluidR3 grand (FluidSynth)", rendered))
+            systems.insert(3, soundfont_system(pieces, f"{instrument_label(rendered)} (FluidSynth)", rendered))
     names = model_names or [None] * len(models)
     systems += [model_system(m, pieces, name=n, threads=threads) for m, n in zip(models, names)]
     transcriber = BasicPitch() if transcribe else None

@@ -344,6 +344,10 @@ def test_export_name_ships_a_model_with_its_figures_and_models_lists_it(models, 
     assert run_cli(capsys, "export", str(made / "piano.pt"), "--name", "harpsichord")[0] == 1
     code, _, err = run_cli(capsys, "export", str(made / "piano.pt"), "--name", "Bad Name")
     assert code == 1 and "model name 'Bad Name'" in err
+    code, _, err = run_cli(capsys, "export", str(made / "piano.pt"))
+    assert code == 1 and "give -o FILE for a slim copy, or --name NAME" in err
+    code, _, err = run_cli(capsys, "export", str(made / "piano.pt"), "-o", str(tmp_path / "x.pt"), "--results", str(metrics))
+    assert code == 1 and "--results and --system go with --name" in err and not (tmp_path / "x.pt").exists()
 
 
 def test_models_warns_where_the_index_and_the_files_disagree(models, made, capsys):

@@ -8,7 +8,9 @@ the CLI, a batch or the local page, takes one path (``Synth._render``):
    feature config stored in the checkpoint;
 2. the model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``) and its float
    output goes to a temporary file block by block while its loudness and peak are measured
-   (``audio.LoudnessMeter``);
+   (``audio.LoudnessMeter``). A synthesizer loaded without a named model routes each General
+   MIDI program to a shipped model (``routing``); several parts are rendered one by one and their
+   sum is what is measured and written (``_mix_parts``);
 3. a second pass reads it back in blocks, applies the chosen gain (``audio.choose_gain``),
    resamples (``audio.Resampler``), makes the channels and writes the output.
 

@@ -1,7 +1,8 @@
 """pianosynth: neural piano synthesis from MIDI, after "Neural Synthesis of Piano Performance".
 
     import pianosynth
-    synth = pianosynth.load()                # the shipped model; or a name, or a checkpoint path
+    synth = pianosynth.load()                # the shipped models, routed by program; or a name, a
+                                             # checkpoint path, or instrument="harpsichord"
     audio, sr = synth.render("song.mid")     # float32 (channels, samples)
     synth.render_to_file("song.mid", "song.flac", sample_rate=44100, channels=2)
 

@@ -263,7 +263,9 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     else:
         jobs = plan(inputs, args.out_dir, "." + args.format)
         subtype_for(jobs[0].output, args.bits)
-    synth = load(args.model, threads=args.threads)
+    if args.model is not None and args.instrument is not None:
+        raise UserError("give --model or --instrument, not both")
+    synth = load(args.model, threads=args.threads, instrument=args.instrument)
 
     if jobs is None or len(jobs) == 1:
         source = sys.stdin.buffer.read() if stdin else Path(inputs[0]) if jobs is None else jobs[0].source
@@ -280,6 +282,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
                         _copy_to_stdout(f)
             else:
                 result = synth.render_to_file(source, output, force=args.force, plot=args.plot, **kwargs)
+        for m in result.messages:
+            print(m, file=sys.stderr)
         for w in result.warnings:
             _warn(w)
         if output != "-":
@@ -308,6 +312,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
                 continue
             written += 1
             audio_s += result.seconds
+            for m in result.messages:
+                bar.write(m, file=sys.stderr)
             for w in result.warnings:
                 bar.write(f"warning: {w}", file=sys.stderr)
             print(result.path)
@@ -451,10 +457,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .train import export_checkpoint
 
+    if (args.output is None) == (args.name is None):
+        raise UserError("give -o FILE for a slim copy, or --name NAME to ship it in the models folder")
+    if args.name is None and (args.results or args.system):
+        raise UserError("--results and --system go with --name (figures are kept in the models folder's index)")
+    if args.name is not None:
+        from .registry import add_model
+
+        info = add_model(args.checkpoint, args.name, folder=args.models_dir, results=args.results, system=args.system, force=args.force)
+        print(info.path)
+        figures = f"MR-STFT {info.figure('mrstft')}, loudness r {info.figure('loudness_r')}, note F1 {info.figure('note_f1')}"
+        print(f"{info.name}: {info.instrument} (program {info.program}), {info.sample_rate} Hz, {info.preset}, {info.bytes / 1e6:.1f} MB; {figures}", file=sys.stderr)
+        return 0
     if Path(args.output).exists() and not args.force:
         raise UserError(f"{args.output} exists; pass --force to overwrite it")
     state = export_checkpoint(args.checkpoint, args.output)
     print(f"{args.output}: step {state['step']}, best valid MR-STFT {state['best_valid']:.4f}", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .registry import check, listing, models_dir, shipped
+
+    folder = Path(args.models_dir) if args.models_dir else models_dir()
+    models = shipped(folder)
+    if args.json:
+        rows = [
+            {"name": m.name, "file": str(m.path), "instrument": m.instrument, "program": m.program, "family": m.family,
+             "soundfont": m.soundfont, "sample_rate": m.sample_rate, "preset": m.preset, "decoder": m.decoder,
+             "bytes": m.bytes, "figures": m.figures}
+            for m in models.values()
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=1))
+    else:
+        print(listing(models) if models else f"no models in {folder}")
+    for problem in check(folder):
+        _warn(problem)
     return 0
 
 
@@ -611,7 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     level.add_argument("--gain", type=_number(float, -100, 100), default=None, metavar="DB", help="a fixed gain in dB instead of the loudness target")
     level.add_argument("--normalize", type=_number(float, 0, 1, low_open=True), default=None, metavar="PEAK", help="scale the sample peak to PEAK (e.g. 0.95) instead of the loudness target")
     level.add_argument("--no-normalize", action="store_true", help="keep the model's own level")
-    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the model shipped in the package)")
+    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint, playing every note (default: each General MIDI program to its shipped model, the rest to the piano; see pianosynth models)")
+    p.add_argument("--instrument", default=None, metavar="NAME", help="a shipped model by instrument, playing every note: a name from pianosynth models, 'piano', or a General MIDI instrument name")
     p.add_argument("--plot", action="store_true", help="also write a spectrogram PNG next to the audio")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists alone")
@@ -651,11 +690,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
     p.set_defaults(func=cmd_serve)
 
-    p = command("export", "slim a checkpoint for shipping (drops optimizer state)")
-    p.add_argument("checkpoint", help="a checkpoint written by train (last.pt or best.pt)")
-    p.add_argument("-o", "--output", required=True, help="where to write the slim checkpoint")
+    p = command("export", "slim a checkpoint for shipping (drops optimizer state); --name ships it as a named model")
+    p.add_argument("checkpoint", help="a checkpoint written by train (last.pt or best.pt), or a shipped model's file (to add its figures)")
+    p.add_argument("-o", "--output", default=None, help="where to write the slim checkpoint")
+    p.add_argument("--name", default=None, help="ship it as NAME.pt in the models folder, listed in its index.json")
+    p.add_argument("--results", default=None, metavar="METRICS_JSON", help="with --name: test figures from the metrics.json (or its folder) that pianosynth evaluate wrote for this model")
+    p.add_argument("--system", default=None, help="with --results: the model's system name in it, where it holds several")
+    p.add_argument("--models-dir", default=None, help="with --name: the models folder (default: $PIANOSYNTH_MODELS_DIR or the package's models/)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_export)
+
+    p = command("models", "list the shipped models: instrument, sample rate, preset, size, test figures")
+    p.add_argument("--models-dir", default=None, help="another models folder (default: $PIANOSYNTH_MODELS_DIR or the package's models/)")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_models)
     return parser
 
 
@@ -670,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .dataset import CacheError
     from .midi import MidiError
+    from .registry import RegistryError
     from .render import RenderError
     from .evaluate import EvaluationError
     from .synthesize import SynthesisError
@@ -688,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UserError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError, EvaluationError, OutputError, BatchError) as e:
+    except (UserError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError, EvaluationError, OutputError, BatchError, RegistryError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

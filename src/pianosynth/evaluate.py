@@ -228,6 +228,7 @@ class System:
     kind: str  # "model", "baseline" or "reference"
     render: Callable[[Clip], tuple[np.ndarray, float]]
     sr: int
+    weights: str | None = None  # a model's registry.weights_hash: ties its figures to its weights
 
 
 def system_output(system: System, clip: Clip) -> tuple[np.ndarray, float]:
@@ -363,8 +364,11 @@ def model_system(
         shifted = replace(clip, start_s=clip.start_s - lo / fc.frame_rate)
         return _cut(audio, shifted, fc.sample_rate), elapsed
 
+    from .registry import weights_hash
+
     label = name or Path(path).stem
-    return System(f"{label} ({cfg.model.decoder}, {'+'.join(cfg.train.loss)})", "model", render, fc.sample_rate)
+    weights = weights_hash({"model": synth.model.state_dict()})
+    return System(f"{label} ({cfg.model.decoder}, {'+'.join(cfg.train.loss)})", "model", render, fc.sample_rate, weights)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +448,7 @@ def evaluate(
         "cache": cache.dir.name,
         "split": split,
         "clips": clip_info,
-        "systems": [{"name": s.name, "kind": s.kind, "sr": s.sr} for s in systems],
+        "systems": [{"name": s.name, "kind": s.kind, "sr": s.sr, **({"weights": s.weights} if s.weights else {})} for s in systems],
         "per_clip": rows,
         "summary": summary,
         "definitions": __doc__,

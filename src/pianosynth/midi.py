@@ -35,6 +35,7 @@ class Note:
     start_s: float  # key down, seconds
     end_s: float  # key up, seconds
     velocity: int  # 1..127
+    program: int = 0  # General MIDI program of its channel (0: Acoustic Grand Piano)
 
 
 @dataclass
@@ -63,12 +64,21 @@ class Performance:
     out_of_range: int = 0  # notes dropped for lying outside A0..C8
     drum_notes: int = 0  # notes dropped for being on the drum channel
     warnings: list[str] = field(default_factory=list)
+    # Each program's own pedal curves (from the channels playing that program); ``pedals`` merges
+    # them all. Only a multi-program file needs them (``split_by_program``).
+    program_pedals: dict[int, dict[str, PedalCurve]] = field(default_factory=dict)
+
+    @property
+    def programs(self) -> list[int]:
+        """The General MIDI programs its notes are played with, ascending."""
+        return sorted({n.program for n in self.notes})
 
 
 def read_midi(path: str | Path, max_seconds: float | None = MAX_SECONDS) -> Performance:
     """Reads a type-0 or type-1 Standard MIDI File into piano notes and pedal curves.
 
-    All non-drum tracks and channels are merged. Drum-channel notes and notes outside the 88 keys
+    All non-drum tracks and channels are merged; each note keeps its General MIDI program
+    (``Note.program``, ``split_by_program``). Drum-channel notes and notes outside the 88 keys
     are dropped, counted and reported in ``Performance.warnings`` for the caller to show.
 
     Raises:
@@ -121,6 +131,7 @@ def performance_from_pretty_midi(pm, name: str = "<midi>") -> Performance:
     drum_notes = 0
     out_of_range = 0
     cc_events: dict[str, list[tuple[float, float]]] = {k: [] for k in PEDAL_CONTROLLERS}
+    cc_by_program: dict[int, dict[str, list[tuple[float, float]]]] = {}
     for inst in pm.instruments:
         if inst.is_drum:
             drum_notes += len(inst.notes)
@@ -131,11 +142,13 @@ def performance_from_pretty_midi(pm, name: str = "<midi>") -> Performance:
             if not LOWEST_KEY <= n.pitch <= HIGHEST_KEY:
                 out_of_range += 1
                 continue
-            notes.append(Note(int(n.pitch), float(n.start), float(n.end), int(n.velocity)))
+            notes.append(Note(int(n.pitch), float(n.start), float(n.end), int(n.velocity), int(inst.program)))
+        own = cc_by_program.setdefault(int(inst.program), {k: [] for k in PEDAL_CONTROLLERS})
         for cc in inst.control_changes:
             for pedal, number in PEDAL_CONTROLLERS.items():
                 if cc.number == number:
                     cc_events[pedal].append((float(cc.time), cc.value / 127.0))
+                    own[pedal].append((float(cc.time), cc.value / 127.0))
     warnings = []
     if drum_notes:
         warnings.append(f"{name}: skipped {drum_notes} note(s) on the drum channel")
@@ -148,20 +161,41 @@ def performance_from_pretty_midi(pm, name: str = "<midi>") -> Performance:
             raise MidiError(f"{name}: no notes on the piano's 88 keys")
         raise MidiError(f"{name}: no notes")
     notes.sort(key=lambda n: (n.start_s, n.pitch))
-    pedals = {}
-    for pedal, events in cc_events.items():
-        # Several channels may carry the same pedal; the stable sort keeps file order at equal
-        # times, so the last event at a time wins, as it would on a synthesizer.
-        events.sort(key=lambda e: e[0])
-        pedals[pedal] = PedalCurve(
-            np.array([t for t, _ in events], dtype=np.float64),
-            np.array([v for _, v in events], dtype=np.float64),
-        )
+    pedals = _pedal_curves(cc_events)
     end_s = max(n.end_s for n in notes)
     for curve in pedals.values():
         if len(curve.times_s):
             end_s = max(end_s, float(curve.times_s[-1]))
-    return Performance(notes, pedals, end_s, out_of_range, drum_notes, warnings)
+    programs = {n.program for n in notes}
+    program_pedals = {p: _pedal_curves(events) for p, events in cc_by_program.items() if p in programs} if len(programs) > 1 else {}
+    return Performance(notes, pedals, end_s, out_of_range, drum_notes, warnings, program_pedals)
+
+
+def _pedal_curves(cc_events: dict[str, list[tuple[float, float]]]) -> dict[str, PedalCurve]:
+    pedals = {}
+    for pedal, events in cc_events.items():
+        # Several channels may carry the same pedal; the stable sort keeps file order at equal
+        # times, so the last event at a time wins, as it would on a synthesizer.
+        events = sorted(events, key=lambda e: e[0])
+        pedals[pedal] = PedalCurve(
+            np.array([t for t, _ in events], dtype=np.float64),
+            np.array([v for _, v in events], dtype=np.float64),
+        )
+    return pedals
+
+
+def split_by_program(perf: Performance) -> dict[int, Performance]:
+    """One Performance per General MIDI program, ascending: its notes, the pedals of its own
+    channels, and the whole file's ``end_s`` (so every part has the same length). A
+    single-program performance comes back as itself."""
+    programs = perf.programs
+    if len(programs) <= 1:
+        return {p: perf for p in programs}
+    empty = {k: PedalCurve(np.zeros(0), np.zeros(0)) for k in PEDAL_CONTROLLERS}
+    return {
+        p: Performance([n for n in perf.notes if n.program == p], perf.program_pedals.get(p, empty), perf.end_s)
+        for p in programs
+    }
 
 
 def write_midi(

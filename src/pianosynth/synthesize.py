@@ -8,7 +8,9 @@ the CLI, a batch or the local page, takes one path (``Synth._render``):
    feature config stored in the checkpoint;
 2. the model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``) and its float
    output goes to a temporary file block by block while its loudness and peak are measured
-   (``audio.LoudnessMeter``);
+   (``audio.LoudnessMeter``). A synthesizer loaded without a named model routes each General
+   MIDI program to a shipped model (``routing``); several parts are rendered one by one and their
+   sum is what is measured and written (``_mix_parts``);
 3. a second pass reads it back in blocks, applies the chosen gain (``audio.choose_gain``),
    resamples (``audio.Resampler``), makes the channels and writes the output.
 
@@ -17,12 +19,12 @@ So a 30-minute piece never holds 30 minutes of activations, and the level costs 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -45,10 +47,11 @@ from .audio import (
 from .features import compute_features, compute_notes
 from .fileio import atomic_write, remove_stale_temps
 from .midi import MAX_SECONDS, MidiError, Performance, performance_from_pretty_midi, read_midi
+from .registry import DEFAULT_MODEL, find_instrument, model_files
+from .routing import Part, Route, Router
 from .train import model_from_checkpoint
 
 BLOCK = 1 << 18  # samples per read/write block in the second pass
-DEFAULT_MODEL = "default"  # the shipped model that load() and the CLI use when none is named
 
 
 class SynthesisError(RuntimeError):
@@ -69,6 +72,7 @@ class SynthesisResult:
     gain_db: float = 0.0  # the gain applied
     compute_seconds: float = 0.0  # wall-clock time of the whole render
     audio: np.ndarray | None = field(default=None, repr=False)  # (channels, samples), in-memory renders only
+    messages: list[str] = field(default_factory=list)  # choices made for the user (e.g. the score-mode model)
 
     @property
     def realtime_factor(self) -> float:
@@ -82,13 +86,13 @@ class SynthesisResult:
 
 
 def shipped_models() -> dict[str, Path]:
-    """The checkpoints shipped inside the package, by name (the file's stem)."""
-    folder = Path(str(resources.files("pianosynth") / "models"))
-    return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
+    """The shipped checkpoints by name (the file's stem), the default first: the package's
+    ``models/`` folder, or ``$PIANOSYNTH_MODELS_DIR`` (``registry.models_dir``)."""
+    return model_files()
 
 
 def default_model_path() -> Path:
-    """The checkpoint shipped inside the package."""
+    """The shipped default model (the piano)."""
     path = shipped_models().get(DEFAULT_MODEL)
     if path is None:
         raise SynthesisError("no default model is shipped in this installation; pass --model CHECKPOINT")
@@ -152,7 +156,7 @@ def read_performance(midi, name: str | None = None, max_seconds: float | None = 
 # ---------------------------------------------------------------------------------------------
 
 
-def load(model: str | Path | None = None, threads: int | None = None) -> "Synth":
+def load(model: str | Path | None = None, threads: int | None = None, instrument: str | None = None) -> "Synth":
     """A synthesizer that keeps its model loaded between renders.
 
     Args:
@@ -161,10 +165,23 @@ def load(model: str | Path | None = None, threads: int | None = None) -> "Synth"
         threads: CPU threads for each render (default: torch's count), each running its share of
             the chunks with one torch thread, which is faster on a CPU than torch's own threads
             inside one pass (benchmarks/synthesis_speed.py).
+        instrument: instead of ``model``, a shipped model by instrument: its name, "piano", or a
+            General MIDI instrument name ("harpsichord") (``registry.find_instrument``).
+
+    With neither ``model`` nor ``instrument``, the synthesizer routes: each General MIDI program
+    of a file goes to a shipped model of that program, the rest to the piano, and a file without
+    velocity variation goes to a shipped score-mode model (``routing``). A named model or
+    instrument plays every note itself.
+
+    Raises:
+        registry.RegistryError: an unknown instrument (the message lists the shipped ones).
     """
-    path = resolve_model(model)
+    if model is not None and instrument is not None:
+        raise SynthesisError("name a model or an instrument, not both")
+    path = find_instrument(instrument).path if instrument is not None else resolve_model(model)
     net, cfg = model_from_checkpoint(path)
-    return Synth(net, cfg, path, threads=threads)
+    router = Router(cfg.render.program) if model is None and instrument is None else None
+    return Synth(net, cfg, path, threads=threads, router=router)
 
 
 class Synth:
@@ -174,10 +191,12 @@ class Synth:
     in [-1, 1].
     """
 
-    def __init__(self, model, cfg, source: str | Path, threads: int | None = None):
+    def __init__(self, model, cfg, source: str | Path, threads: int | None = None, router: Router | None = None):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise OutputError(f"threads must be a positive integer, got {threads!r}")
         self.model, self.config, self.source, self.threads = model, cfg, Path(source), threads
+        self.router = router  # None: this model plays every note (routing.Router)
+        self._part_synths: dict[str, Synth] = {}  # shipped models the router chose, loaded once
 
     @property
     def sample_rate(self) -> int:
@@ -297,31 +316,41 @@ class Synth:
     ) -> SynthesisResult:
         """The one rendering path (see the module's docstring); ``open_sink(sr, channels)`` gives
         a context manager that takes (samples,) float32 blocks in [-1, 1]."""
-        out_sr = check_sample_rate(sample_rate) if sample_rate is not None else self.sample_rate
+        asked_sr = check_sample_rate(sample_rate) if sample_rate is not None else None
         channels = check_channels(channels)
         level = Level(loudness_lufs=None if gain_db is not None or peak is not None else loudness, gain_db=gain_db, peak=peak)
         for option, value, positive in (("chunk_seconds", chunk_seconds, True), ("context_seconds", context_seconds, False)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (positive and value == 0):
                 raise OutputError(f"{option} must be a finite number {'above' if positive else 'of at least'} 0, got {value!r}")
         t0 = time.perf_counter()
-        model, fc = self.model, self.config.features
         perf = read_performance(midi, name=name, max_seconds=max_seconds)  # refused before any allocation
-        x = torch.from_numpy(compute_features(perf, fc, quantized=True))  # (frames, channels) uint8: a quarter of float32
-        sr = fc.sample_rate
-        total_s = len(x) / fc.frame_rate
-        if max_seconds is not None and total_s > max_seconds:
-            label = name or (str(midi) if isinstance(midi, (str, Path)) else "the MIDI")
-            raise SynthesisError(f"{label}: {total_s:.0f} s of audio is over the limit of {max_seconds:g} s")
-        notes = compute_notes(perf, fc, len(x) * fc.hop_samples) if model.needs_notes else None
+        label = name or (str(midi) if isinstance(midi, (str, Path)) else "the MIDI")
+        route = self.router.route(perf, label) if self.router is not None else Route([Part(None, perf.programs, perf)])
+        parts = []  # (synth, features, note table) of each part, all checked before any model runs
+        for part in route.parts:
+            synth = self._part_synth(part.model)
+            fc = synth.config.features
+            x = torch.from_numpy(compute_features(part.perf, fc, quantized=True))  # (frames, channels) uint8: a quarter of float32
+            total_s = len(x) / fc.frame_rate
+            if max_seconds is not None and total_s > max_seconds:
+                raise SynthesisError(f"{label}: {total_s:.0f} s of audio is over the limit of {max_seconds:g} s")
+            notes = compute_notes(part.perf, fc, len(x) * fc.hop_samples) if synth.model.needs_notes else None
+            parts.append((synth, x, notes))
+        sr = max(synth.sample_rate for synth, _, _ in parts)  # of the mix: no part loses its band
+        out_sr = asked_sr if asked_sr is not None else sr
         meter = LoudnessMeter(sr)
         with tempfile.TemporaryDirectory(prefix="pianosynth-") as tmp:
             raw = Path(tmp) / "raw.wav"
-            with sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT") as f:
-                for a in self.blocks(x, notes, chunk_seconds, context_seconds):
-                    meter.add(a)
-                    f.write(a)
-                    if progress:
-                        progress(meter.samples / sr, total_s)
+            if len(parts) == 1:
+                synth, x, notes = parts[0]
+                with sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT") as f:
+                    for a in synth.blocks(x, notes, chunk_seconds, context_seconds):
+                        meter.add(a)
+                        f.write(a)
+                        if progress:
+                            progress(meter.samples / sr, total_s)
+            else:
+                _mix_parts(parts, raw, sr, meter, Path(tmp), chunk_seconds, context_seconds, progress)
             gain, warnings = choose_gain(level, meter.loudness(), meter.peak, channels)
             resample = Resampler(sr, out_sr, meter.samples)
             clipped, n_out = 0, 0
@@ -335,15 +364,23 @@ class Synth:
                     sink.write(np.clip(y, -1.0, 1.0))
                 if meter.samples == 0:
                     sink.write(resample(np.zeros(0, np.float32), last=True))
-        warnings = list(perf.warnings) + warnings
+        warnings = list(perf.warnings) + route.warnings + warnings
         if clipped:
             warnings.append(f"{clipped} sample(s) clipped at full scale; lower --loudness or --gain")
         return SynthesisResult(
             path=None, seconds=n_out / out_sr, sample_rate=out_sr, peak=meter.peak, clipped_samples=clipped,
             warnings=warnings, channels=channels, loudness_lufs=meter.loudness(),
             gain_db=20 * math.log10(gain) if gain > 0 else -math.inf, compute_seconds=time.perf_counter() - t0,
+            messages=route.messages,
         )  # fmt: skip
 
+    def _part_synth(self, name: str | None) -> "Synth":
+        """The synthesizer for a part the router gave to a shipped model (None: this one)."""
+        if name is None:
+            return self
+        if name not in self._part_synths:
+            self._part_synths[name] = load(self.router.models()[name].path, threads=self.threads)
+        return self._part_synths[name]
 
     def blocks(self, x: torch.Tensor, notes=None, chunk_seconds: float = 30.0, context_seconds: float = 2.0):
         """The model over a whole feature sequence in chunks, split between ``threads`` threads of
@@ -365,6 +402,54 @@ class Synth:
                 yield block.numpy()
         finally:
             torch.set_num_threads(torch_threads)
+
+
+def _mix_parts(parts, raw: Path, sr: int, meter: LoudnessMeter, tmp: Path, chunk_seconds, context_seconds, progress) -> None:
+    """Renders each part with its model into its own file (resampled to ``sr`` where its model's
+    rate differs), then writes their sum to ``raw`` block by block, metered as a single model's
+    output is. parts: [(synth, x (frames, channels), notes or None)]."""
+    total_s = sum(len(x) / synth.config.features.frame_rate for synth, x, _ in parts)
+    done_s, files = 0.0, []
+    for i, (synth, x, notes) in enumerate(parts):
+        part_sr, n = synth.sample_rate, 0
+        path = tmp / f"part{i}.wav"
+        with sf.SoundFile(path, "w", samplerate=part_sr, channels=1, subtype="FLOAT") as f:
+            for a in synth.blocks(x, notes, chunk_seconds, context_seconds):
+                f.write(a)
+                n += len(a)
+                if progress:
+                    progress(done_s + n / part_sr, total_s)
+        done_s += n / part_sr
+        if part_sr != sr:
+            path = _resample_file(path, part_sr, sr, n)
+        files.append(path)
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(sf.SoundFile(p)) for p in files]
+        out = stack.enter_context(sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT"))
+        while True:
+            blocks = [src.read(BLOCK, dtype="float32") for src in sources]
+            longest = max(len(b) for b in blocks)
+            if longest == 0:
+                break
+            mix = np.zeros(longest, np.float32)  # the parts may differ in length by a hop or so
+            for b in blocks:
+                mix[: len(b)] += b
+            meter.add(mix)
+            out.write(mix)
+
+
+def _resample_file(path: Path, in_sr: int, out_sr: int, n: int) -> Path:
+    """A float WAV of ``n`` samples at ``in_sr`` -> the same at ``out_sr`` (soxr, streaming)."""
+    resample = Resampler(in_sr, out_sr, n)
+    out_path = path.with_name(path.stem + f"-{out_sr}.wav")
+    with sf.SoundFile(path) as src, sf.SoundFile(out_path, "w", samplerate=out_sr, channels=1, subtype="FLOAT") as dst:
+        read = 0
+        for a in src.blocks(blocksize=BLOCK, dtype="float32"):
+            read += len(a)
+            dst.write(resample(a, last=read >= n))
+        if n == 0:
+            dst.write(resample(np.zeros(0, np.float32), last=True))
+    return out_path
 
 
 class _MemorySink:

@@ -1,0 +1,365 @@
+"""The shipped models: one folder of checkpoints and the index beside them (issue 12).
+
+Each model is ``NAME.pt`` in the models folder (the package's ``models/``, or the folder named by
+the ``PIANOSYNTH_MODELS_DIR`` environment variable). ``index.json`` beside them lists, for each
+name, what the checkpoint's config says (General MIDI program, instrument, sample rate, feature
+preset, decoder), the file's size and SHA-1, a hash of its weights, and its test figures with
+where they came from: the ``metrics.json`` that ``pianosynth evaluate`` wrote, its cache, split
+and clips, and the system read from it. Figures only ever enter through ``add_model`` from such a
+file; a model without them shows "-".
+
+A checkpoint in the folder that the index does not list (or lists with another size) is still a
+shipped model: its facts are read from its own config, and it has no figures.
+
+``pianosynth export CKPT --name NAME [--results metrics.json]`` (``add_model``) writes the slim
+checkpoint into the folder and its index entry in one go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .fileio import atomic_write
+
+MODELS_DIR_ENV = "PIANOSYNTH_MODELS_DIR"  # another folder of shipped models (tests, a user's own set)
+INDEX_NAME = "index.json"
+INDEX_FORMAT = 1
+DEFAULT_MODEL = "default"  # the piano: what load() and synthesize use when nothing is named
+MAX_SHIPPED_BYTES = 20_000_000  # a shipped model file stays at 20 MB or under (issue 12, point 6)
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+FIGURES = ("mrstft", "loudness_r", "note_f1")  # from evaluate's summary: the means over clips
+
+
+class RegistryError(ValueError):
+    """A model name, an index or an evaluation that cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One shipped model, as ``pianosynth models`` lists it."""
+
+    name: str  # the file's stem: what --model and --instrument take
+    path: Path
+    program: int  # General MIDI program its reference audio was rendered with (render.program)
+    instrument: str  # that program's General MIDI name, e.g. "Acoustic Grand Piano"
+    family: str  # its General MIDI family, e.g. "Piano"
+    soundfont: str  # the SoundFont's file name
+    sample_rate: int
+    preset: str  # "performance" (velocities and pedals) or "score" (bare notes)
+    decoder: str
+    bytes: int
+    figures: dict | None = None  # {"mrstft", "loudness_r", "note_f1", "source": {...}} or None
+    indexed: bool = True  # False: read from the checkpoint itself, not listed in index.json
+
+    def figure(self, key: str, digits: int = 3) -> str:
+        """A test figure as text, "-" where there is none."""
+        value = (self.figures or {}).get(key)
+        return "-" if value is None else f"{value:.{digits}f}"
+
+
+def models_dir() -> Path:
+    """The folder of shipped models: $PIANOSYNTH_MODELS_DIR if set, else the package's own."""
+    env = os.environ.get(MODELS_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(str(resources.files("pianosynth") / "models"))
+
+
+def model_files(folder: str | Path | None = None) -> dict[str, Path]:
+    """Name -> checkpoint file for every ``*.pt`` in the folder, the default first."""
+    folder = Path(folder) if folder is not None else models_dir()
+    files = {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
+    if DEFAULT_MODEL in files:
+        files = {DEFAULT_MODEL: files.pop(DEFAULT_MODEL), **files}
+    return files
+
+
+def instrument_name(program: int) -> str:
+    """General MIDI program 0..127 -> its name ("Acoustic Grand Piano", "Harpsichord", ...)."""
+    import pretty_midi
+
+    return pretty_midi.program_to_instrument_name(int(program))
+
+
+def instrument_family(program: int) -> str:
+    import pretty_midi
+
+    return pretty_midi.program_to_instrument_class(int(program))
+
+
+# ---------------------------------------------------------------------------------------------
+# The index
+# ---------------------------------------------------------------------------------------------
+
+
+def read_index(folder: str | Path | None = None) -> dict[str, dict]:
+    """Name -> index entry; {} where there is no index.
+
+    Raises:
+        RegistryError: the index exists but is not one this version reads.
+    """
+    path = (Path(folder) if folder is not None else models_dir()) / INDEX_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RegistryError(f"{path}: not a readable model index ({e})") from e
+    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or not isinstance(data.get("models"), dict):
+        raise RegistryError(f"{path}: not a model index of format {INDEX_FORMAT}")
+    return data["models"]
+
+
+def write_index(models: dict[str, dict], folder: str | Path | None = None) -> Path:
+    """Writes the index atomically, names sorted, the default first."""
+    folder = Path(folder) if folder is not None else models_dir()
+    ordered = dict(sorted(models.items(), key=lambda kv: (kv[0] != DEFAULT_MODEL, kv[0])))
+    text = json.dumps({"format": INDEX_FORMAT, "models": ordered}, indent=1) + "\n"
+    path = folder / INDEX_NAME
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path
+
+
+def file_sha1(path: str | Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_hash(state: dict) -> str:
+    """A hash of a checkpoint's weights alone (``state["model"]``): the same for a training
+    checkpoint and its slim export, so figures measured on one can be matched to the other."""
+    from .train import checkpoint_checksum
+
+    return checkpoint_checksum({"model": state["model"]})
+
+
+def describe_checkpoint(path: str | Path, state: dict | None = None) -> dict:
+    """The index entry's facts, read from the checkpoint's config (no figures)."""
+    from .config import config_from_dict
+    from .train import load_checkpoint
+
+    path = Path(path)
+    state = state if state is not None else load_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    return {
+        "file": path.name,
+        "program": cfg.render.program,
+        "instrument": instrument_name(cfg.render.program),
+        "family": instrument_family(cfg.render.program),
+        "soundfont": Path(cfg.render.soundfont).name,
+        "sample_rate": cfg.features.sample_rate,
+        "preset": cfg.features.preset,
+        "decoder": cfg.model.decoder,
+        "bytes": path.stat().st_size,
+        "sha1": file_sha1(path),
+        "weights": weights_hash(state),
+    }
+
+
+def _info(name: str, path: Path, entry: dict, indexed: bool) -> ModelInfo:
+    return ModelInfo(
+        name=name, path=path, program=int(entry["program"]), instrument=entry["instrument"], family=entry["family"],
+        soundfont=entry["soundfont"], sample_rate=int(entry["sample_rate"]), preset=entry["preset"],
+        decoder=entry["decoder"], bytes=int(entry["bytes"]), figures=entry.get("figures"), indexed=indexed,
+    )  # fmt: skip
+
+
+def shipped(folder: str | Path | None = None) -> dict[str, ModelInfo]:
+    """Every shipped model by name, the default first. Index entries are trusted where the file's
+    size agrees (``check`` compares SHA-1s too); any other checkpoint is read from its config."""
+    folder = Path(folder) if folder is not None else models_dir()
+    index = read_index(folder)
+    out = {}
+    for name, path in model_files(folder).items():
+        entry = index.get(name)
+        if entry is not None and entry.get("file") == path.name and entry.get("bytes") == path.stat().st_size:
+            out[name] = _info(name, path, entry, indexed=True)
+        else:
+            out[name] = _info(name, path, describe_checkpoint(path), indexed=False)
+    return out
+
+
+def check(folder: str | Path | None = None) -> list[str]:
+    """Problems between the index and the files: entries without a file, files without an entry,
+    SHA-1s that differ. Empty when they agree."""
+    folder = Path(folder) if folder is not None else models_dir()
+    index, files = read_index(folder), model_files(folder)
+    problems = [f"{name}: listed in {INDEX_NAME} but {folder / (name + '.pt')} is missing" for name in index if name not in files]
+    for name, path in files.items():
+        entry = index.get(name)
+        if entry is None:
+            problems.append(f"{name}: {path.name} is not in {INDEX_NAME} (no figures); add it with pianosynth export {path} --name {name}")
+        elif entry.get("sha1") != file_sha1(path):
+            problems.append(f"{name}: {path.name} is not the file {INDEX_NAME} describes (SHA-1 differs); export it again")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a model
+# ---------------------------------------------------------------------------------------------
+
+
+def known_instruments(models: dict[str, ModelInfo]) -> str:
+    """"default (Acoustic Grand Piano), harpsichord (Harpsichord)": for error messages."""
+    return ", ".join(f"{m.name} ({m.instrument}{', score mode' if m.preset == 'score' else ''})" for m in models.values()) or "none"
+
+
+def find_instrument(name: str, folder: str | Path | None = None) -> ModelInfo:
+    """A shipped model for ``--instrument NAME``: a model's name; "piano" for the default; or a
+    General MIDI instrument name ("harpsichord"), matched without case, performance models first.
+
+    Raises:
+        RegistryError: one line listing the shipped models.
+    """
+    models = shipped(folder)
+    key = str(name).strip().lower()
+    if key in models:
+        return models[key]
+    if key == "piano" and DEFAULT_MODEL in models:
+        return models[DEFAULT_MODEL]
+    by_gm = [m for m in models.values() if m.instrument.lower() == key]
+    by_gm.sort(key=lambda m: m.preset != "performance")
+    if by_gm:
+        return by_gm[0]
+    raise RegistryError(f"unknown instrument {name!r}; shipped: {known_instruments(models)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Adding a model
+# ---------------------------------------------------------------------------------------------
+
+
+def figures_from_metrics(path: str | Path, system: str | None = None, weights: str | None = None) -> dict:
+    """Test figures for one model from a ``metrics.json`` written by ``pianosynth evaluate``.
+
+    Args:
+        system: the model system's name in it; may be left out when it holds one model.
+        weights: the model's ``weights_hash``; where the evaluation recorded one for the system,
+            the two must agree (the figures are this model's, not another's).
+
+    Raises:
+        RegistryError: unreadable file, no such system, several to choose from, other weights.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.json"
+    try:
+        result = json.loads(path.read_text())
+        systems = result["systems"]
+        summary = result["summary"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RegistryError(f"{path}: not a metrics.json written by pianosynth evaluate ({type(e).__name__}: {e})") from e
+    candidates = [s for s in systems if s.get("kind") == "model"]
+    names = ", ".join(repr(s["name"]) for s in candidates) or "none"
+    if system is not None:
+        chosen = [s for s in candidates if s["name"] == system]
+        if not chosen:
+            raise RegistryError(f"{path}: no model system {system!r}; it holds {names}")
+    elif len(candidates) != 1:
+        raise RegistryError(f"{path}: {len(candidates)} model systems ({names}); name one with --system")
+    else:
+        chosen = candidates
+    picked = chosen[0]
+    if weights is not None and picked.get("weights") is not None and picked["weights"] != weights:
+        raise RegistryError(f"{path}: {picked['name']!r} was evaluated with other weights than this checkpoint's")
+    stats = summary[picked["name"]]
+
+    def mean(key: str):
+        value = (stats.get(key) or {}).get("mean")
+        return None if value is None or not math.isfinite(value) else float(value)
+
+    clips = result.get("clips") or []
+    return {
+        **{key: mean(key) for key in FIGURES},
+        "source": {
+            "metrics": str(path),
+            "system": picked["name"],
+            "cache": result.get("cache"),
+            "split": result.get("split"),
+            "clips": len(clips),
+            "seconds": clips[0]["seconds"] if clips else None,
+            "weights_checked": picked.get("weights") is not None and weights is not None,
+        },
+    }
+
+
+def add_model(
+    checkpoint: str | Path,
+    name: str,
+    folder: str | Path | None = None,
+    results: str | Path | None = None,
+    system: str | None = None,
+    force: bool = False,
+) -> ModelInfo:
+    """Ships ``checkpoint`` as ``NAME.pt`` (slimmed, as ``pianosynth export``) and indexes it,
+    with test figures from an evaluation's ``metrics.json`` if ``results`` is given.
+
+    The checkpoint may already be the shipped file (to add or refresh its figures): it is then
+    indexed where it is, not rewritten. Re-exporting other weights under a name drops the old
+    figures unless ``results`` gives new ones.
+
+    Raises:
+        RegistryError: a bad name, an existing file without ``force``, a file over the size limit,
+            figures that do not belong to these weights.
+    """
+    from .train import export_checkpoint, load_checkpoint
+
+    if not NAME_PATTERN.match(name):
+        raise RegistryError(f"model name {name!r}: use 1-40 lowercase letters, digits, '-' or '_', starting with a letter or digit")
+    folder = Path(folder) if folder is not None else models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"{name}.pt"
+    src = Path(checkpoint)
+    in_place = dst.exists() and src.exists() and os.path.samefile(src, dst)
+    index = read_index(folder)
+    if not in_place:
+        if dst.exists() and not force:
+            raise RegistryError(f"{dst} exists; pass --force to replace the shipped model {name!r}")
+        tmp = folder / f".{name}.pt.export{os.getpid()}"
+        try:
+            export_checkpoint(src, tmp)
+            size = tmp.stat().st_size
+            if size > MAX_SHIPPED_BYTES:
+                raise RegistryError(f"{src}: the slim checkpoint is {size / 1e6:.1f} MB, over the {MAX_SHIPPED_BYTES / 1e6:g} MB limit for a shipped model")
+            os.replace(tmp, dst)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    state = load_checkpoint(dst)
+    entry = describe_checkpoint(dst, state)
+    if entry["bytes"] > MAX_SHIPPED_BYTES:
+        raise RegistryError(f"{dst}: {entry['bytes'] / 1e6:.1f} MB, over the {MAX_SHIPPED_BYTES / 1e6:g} MB limit for a shipped model")
+    old = index.get(name) or {}
+    if results is not None:
+        entry["figures"] = figures_from_metrics(results, system=system, weights=entry["weights"])
+    elif old.get("figures") and old.get("weights") == entry["weights"]:
+        entry["figures"] = old["figures"]  # the same weights keep their figures
+    index[name] = entry
+    write_index(index, folder)
+    return _info(name, dst, entry, indexed=True)
+
+
+def listing(models: dict[str, ModelInfo]) -> str:
+    """The table ``pianosynth models`` prints."""
+    head = ("name", "instrument", "program", "rate", "preset", "size", "MR-STFT", "loudness r", "note F1", "evaluated on")
+    rows = []
+    for m in models.values():
+        src = (m.figures or {}).get("source") or {}
+        on = f"{src.get('clips')} x {src.get('seconds'):g} s, {src.get('split')} of {src.get('cache')}" if src.get("clips") else "-"
+        rows.append((
+            m.name, m.instrument, str(m.program), f"{m.sample_rate} Hz", m.preset, f"{m.bytes / 1e6:.1f} MB",
+            m.figure("mrstft"), m.figure("loudness_r"), m.figure("note_f1"), on,
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+    return "\n".join(lines)

@@ -247,3 +247,16 @@ def test_baseline_labels_name_the_caches_instrument():
     assert instrument_label(RenderConfig()) == "FluidR3 grand"
     assert instrument_label(RenderConfig(program=6)) == "FluidR3 Harpsichord"
     assert instrument_label(RenderConfig(program=6), "MuseScore General") == "MuseScore General Harpsichord"
+
+
+@needs_fluidsynth
+def test_flat_velocity_adds_a_row_with_every_velocity_set(tiny):
+    """--flat-velocity: a velocity-reading model gets a second row, fed one velocity everywhere (a
+    bare score's input), which sounds different from its own row."""
+    cache, ckpt, root = tiny
+    result = evaluate(cache, [ckpt], root / "flat", split=_split(cache), clips=1, seconds=2.0, transcribe=False,
+                      baselines=False, model_names=["tiny"], flat_velocity=20)  # fmt: skip
+    names = [s["name"] for s in result["systems"]]
+    assert len(names) == 3 and names[2] == names[1] + ", every velocity 20"
+    own, flat = (result["summary"][n]["mrstft"]["mean"] for n in names[1:])
+    assert own != flat

@@ -408,6 +408,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             cache, models, out, split=args.split, clips=args.clips, seconds=args.seconds,
             baselines=not args.no_baselines, transcribe=not args.no_transcribe,
             progress=bar.update, model_names=args.name or None, threads=args.threads,
+            flat_velocity=args.flat_velocity,
         )  # fmt: skip
     from .evaluate import metrics_table
 
@@ -679,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-transcribe", action="store_true", help="skip basic-pitch note F1 (faster)")
     p.add_argument("--no-default-model", action="store_true", help="with no --model, evaluate only the baselines")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for the models, as synthesize uses them (default: torch's count)")
+    p.add_argument("--flat-velocity", type=int, choices=range(1, 128), metavar="1..127", default=None, help="also score each velocity-reading model with every velocity set to this (what it plays from a bare score)")
     p.add_argument("--force", action="store_true", help="overwrite an earlier evaluation in --out")
     p.set_defaults(func=cmd_evaluate)
 

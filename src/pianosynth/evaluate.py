@@ -336,10 +336,12 @@ def soundfont_system(pieces: _Pieces, name: str, render_cfg: RenderConfig, veloc
 
 
 def model_system(
-    path: str | Path, pieces: _Pieces, context_seconds: float = 4.0, name: str | None = None, threads: int | None = None
+    path: str | Path, pieces: _Pieces, context_seconds: float = 4.0, name: str | None = None, threads: int | None = None,
+    velocity: int | None = None,
 ) -> System:
     """A checkpoint synthesizing each clip from its own features, with real context either side,
-    through the same chunked path as ``synthesize`` (``Synth.blocks``)."""
+    through the same chunked path as ``synthesize`` (``Synth.blocks``). With ``velocity``, every
+    note is given that velocity first: what the model plays from a bare score."""
     from .synthesize import load
 
     synth = load(path, threads=threads)
@@ -351,6 +353,8 @@ def model_system(
         key = clip.piece["file"]
         if key not in feats:  # features and notes exactly as prepare computes them, with the model's config
             perf = pieces.perf(clip.piece)
+            if velocity is not None:
+                perf = replace(perf, notes=[replace(n, velocity=velocity) for n in perf.notes])
             x = compute_features(perf, fc)
             feats[key] = torch.from_numpy(x), compute_notes(perf, fc, len(x) * fc.hop_samples)
         x, notes = feats[key]
@@ -368,12 +372,20 @@ def model_system(
 
     label = name or Path(path).stem
     weights = weights_hash({"model": synth.model.state_dict()})
-    return System(f"{label} ({cfg.model.decoder}, {'+'.join(cfg.train.loss)})", "model", render, fc.sample_rate, weights)
+    flat = "" if velocity is None else f", every velocity {velocity}"
+    return System(f"{label} ({cfg.model.decoder}, {'+'.join(cfg.train.loss)}){flat}", "model", render, fc.sample_rate, weights)
 
 
 # ---------------------------------------------------------------------------------------------
 # The evaluation
 # ---------------------------------------------------------------------------------------------
+
+
+def _reads_velocity(path: str | Path) -> bool:
+    from .train import load_checkpoint
+    from .config import config_from_dict
+
+    return config_from_dict(load_checkpoint(path)["config"]).features.velocity
 
 
 def evaluate(
@@ -388,11 +400,14 @@ def evaluate(
     progress: Callable[[int, int, str], None] | None = None,
     model_names: list[str] | None = None,
     threads: int | None = None,
+    flat_velocity: int | None = None,
 ) -> dict:
     """Runs every system on the same clips, writes metrics.json, metrics.md and index.html.
 
     ``progress(clips_done, clips_total, message)`` is called before each clip and once at the end;
-    ``threads`` is what ``synthesize --threads`` would be for the models."""
+    ``threads`` is what ``synthesize --threads`` would be for the models; ``flat_velocity`` adds,
+    for each model that reads velocities, a second row with every velocity set to it (a bare
+    score's input)."""
     import soundfile as sf
 
     out = Path(out_dir)
@@ -419,7 +434,10 @@ def evaluate(
         if cache.render.source == "recorded":
             systems.insert(3, soundfont_system(pieces, f"{instrument_label(rendered)} (FluidSynth)", rendered))
     names = model_names or [None] * len(models)
-    systems += [model_system(m, pieces, name=n, threads=threads) for m, n in zip(models, names)]
+    for m, n in zip(models, names):
+        systems.append(model_system(m, pieces, name=n, threads=threads))
+        if flat_velocity is not None and _reads_velocity(m):
+            systems.append(model_system(m, pieces, name=n, threads=threads, velocity=flat_velocity))
     transcriber = BasicPitch() if transcribe else None
 
     rows: dict[str, list[dict]] = {s.name: [] for s in systems}

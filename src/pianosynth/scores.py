@@ -103,10 +103,10 @@ def read_score(path: str | Path, bpm: float | None = None, max_seconds: float | 
         raise ScoreError(f"bpm must be a number of quarter notes per minute in 1..1000, got {bpm!r}")
     limit = sys.getrecursionlimit()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # partitura warns about every construct it skips
+        with warnings.catch_warnings(record=True) as caught:  # partitura warns of every construct it skips
+            warnings.simplefilter("always")
             sys.setrecursionlimit(max(limit, 20000))  # its unfolding deep-copies the score
-            loaded = partitura.load_score(str(path), quiet=True)
+            loaded = partitura.load_score(str(path))
             parts = list(ps.unfold_part_maximal(loaded).parts) if len(loaded.parts) else []
     except RecursionError as e:
         raise ScoreError(f"{name}: too deeply nested for partitura to unfold its repeats") from e
@@ -116,6 +116,9 @@ def read_score(path: str | Path, bpm: float | None = None, max_seconds: float | 
     finally:
         sys.setrecursionlimit(limit)
     perf = performance_from_parts(parts, bpm=bpm, name=name)
+    changes = sum('pedal types "change"' in str(w.message) for w in caught)
+    if changes:
+        perf.warnings.append(f"{name}: {changes} pedal 'change'/'continue' mark(s) not read (partitura skips them); a change is played as the pedal staying down")
     check_limits(perf, max_seconds, name=name)
     return perf
 

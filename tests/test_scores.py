@@ -173,3 +173,37 @@ def test_unreadable_score_is_a_one_line_error(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: not a score partitura can read")
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_the_api_renders_a_score_at_the_bpm_asked(tmp_path):
+    import pianosynth
+    from pianosynth.features import n_frames_for
+
+    score = write(tmp_path, [metronome(120) + dynamics("f") + note("C4", 2) + note("G4", 2)])
+    synth = pianosynth.load(threads=1)
+    fc = synth.config.features
+    for bpm, seconds in ((None, 2.0), (60, 4.0)):
+        perf = read_performance(score, bpm=bpm)
+        assert perf.end_s == pytest.approx(seconds)
+        audio, sr = synth.render(score, bpm=bpm, loudness=None)
+        assert audio.shape == (1, n_frames_for(perf, fc) * fc.hop_samples) and np.abs(audio).max() > 1e-3
+
+
+def test_folders_yield_scores_but_a_plain_xml_only_when_named(tmp_path):
+    from pianosynth.batch import plan
+
+    write(tmp_path, [note("C4", 4)], name="a.musicxml")
+    write(tmp_path, [note("C4", 4)], name="b.xml")
+    assert [j.source.name for j in plan([tmp_path], None, ".wav")] == ["a.musicxml"]
+    assert [j.output.name for j in plan([tmp_path / "b.xml"], None, ".wav")] == ["b.wav"]
+
+
+def test_humdrum_kern_and_mei_take_the_same_path(tmp_path):
+    import partitura
+
+    krn = tmp_path / "s.krn"
+    krn.write_text("**kern\n*M4/4\n*MM60\n=1\n4c\n4e\n2g\n==\n*-\n")  # tempo 60: a quarter is 1 s
+    assert [(n.pitch, n.start_s, n.end_s) for n in read_performance(krn).notes] == [(60, 0.0, 1.0), (64, 1.0, 2.0), (67, 2.0, 4.0)]
+    mei = tmp_path / "s.mei"
+    partitura.save_mei(partitura.load_score(str(write(tmp_path, [note("C4", 2) + note("E4", 2)]))), str(mei))
+    assert [(n.pitch, n.start_s, n.end_s) for n in read_performance(mei, bpm=60).notes] == [(60, 0.0, 2.0), (64, 2.0, 4.0)]

@@ -176,8 +176,7 @@ def performance_from_parts(parts: list, bpm: float | None = None, name: str = "<
     notes.sort(key=lambda n: (n.start_s, n.pitch))
     end_s = max(n.end_s for n in notes)
     sustain = _sustain_curve([(s, e) for s, e, d in directions if isinstance(d, ps.SustainPedalDirection)], seconds, shift, end_s)
-    empty = PedalCurve(np.zeros(0), np.zeros(0))
-    pedals = {"sustain": sustain, "sostenuto": empty, "soft": PedalCurve(np.zeros(0), np.zeros(0))}
+    pedals = {"sustain": sustain, "sostenuto": PedalCurve(np.zeros(0), np.zeros(0)), "soft": PedalCurve(np.zeros(0), np.zeros(0))}
     if len(sustain.times_s):
         end_s = max(end_s, float(sustain.times_s[-1]))
     warnings_ = [f"{name}: dropped {out_of_range} note(s) outside the piano's A0..C8"] if out_of_range else []

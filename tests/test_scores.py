@@ -136,6 +136,12 @@ def test_ritardando_slows_and_a_tempo_restores(tmp_path):
     assert gaps[0] == pytest.approx(1.0)
     assert np.all(np.diff(gaps[1:8]) > 0)  # each beat of the ritardando longer than the one before
     assert gaps[8] == pytest.approx(1.0)  # a tempo
+    # a rit. where the score also gives a tempo (<sound tempo>, as notation programs write their
+    # own reading of it) is that tempo, not slowed further
+    score = write(tmp_path, [metronome(60) + note("C4", 1) + note("C4", 1) + words("rit.") + metronome(40) + note("C4", 1) + note("C4", 1),
+                             note("C4", 1) + note("C4", 1)], name="marked.musicxml")  # fmt: skip
+    gaps = np.diff([n.start_s for n in read_performance(score).notes])
+    np.testing.assert_allclose(gaps, [1.0, 1.0, 1.5, 1.5, 1.5])
 
 
 def test_compressed_musicxml_and_other_suffixes_go_through_the_same_reader(tmp_path):

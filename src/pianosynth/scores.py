@@ -240,7 +240,8 @@ def tempo_map(tempos: list, meters: list, directions: list, bpm: float | None = 
             word = tempo_word_bpm(d.text + " " + (d.raw_text or ""))
             if word is not None and round(q, 6) not in marked:
                 events.append((q, 1, "set", word * beat_at(q)))
-        elif isinstance(d, ps.DecreasingTempoDirection) or isinstance(d, ps.IncreasingTempoDirection):
+        elif isinstance(d, (ps.DecreasingTempoDirection, ps.IncreasingTempoDirection)) and round(q, 6) not in marked:
+            # (a metronome mark or <sound tempo> at the same place is the engraver's own reading of it)
             factor = RITARDANDO if isinstance(d, ps.DecreasingTempoDirection) else ACCELERANDO
             events.append((q, 2, "ramp", factor if end is None or end <= q else -factor))  # sign: has its own end
             if end is not None and end > q:

@@ -4,7 +4,7 @@ For every piece of the test split in ../shared/data/asap/splits.csv that has an
 ``xml_score.musicxml``, the score is read as ``pianosynth synthesize`` reads it
 (``synthesize.read_performance``: partitura, repeats unfolded, tempo and dynamics from the marks)
 and synthesized with the model to ``--out``. A failure is recorded with its one-line reason and
-the run goes on. The table goes between the ``scores`` markers of docs/scores.md.
+the run goes on. The table goes between the ``scores`` markers of docs/scores.md (``--block``).
 
     python benchmarks/scores.py --out /tmp/scores                  # the shipped model
     python benchmarks/scores.py --out /tmp/scores --no-render      # reading only
@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="checkpoint or shipped model name (default: the shipped model)")
     parser.add_argument("--no-render", action="store_true", help="read the scores only")
     parser.add_argument("--doc", default=str(ROOT / "docs" / "scores.md"))
+    parser.add_argument("--block", default="scores", help="the marked block of --doc to rewrite")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     import torch
@@ -88,7 +89,7 @@ def main() -> int:
     )
     print(body)
     if not args.no_doc:
-        replace_block(Path(args.doc), "scores", body)
+        replace_block(Path(args.doc), args.block, body)
     return 0 if ok_read == len(pieces) else 1
 
 

@@ -1,4 +1,4 @@
-"""Many MIDI inputs -> one output path each, named after its input. No synthesis here.
+"""Many MIDI or score inputs -> one output path each, named after its input. No synthesis here.
 
 A file given directly is written as its own name with the output suffix; a folder is searched
 recursively and each file found keeps its path relative to that folder. Without an output
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MIDI_SUFFIXES = (".mid", ".midi")
+# Scores found in folders; a plain .xml is read only when named, as a folder may hold other XML
+FOLDER_SCORE_SUFFIXES = (".musicxml", ".mxl", ".mei", ".krn", ".kern")
 
 
 class BatchError(ValueError):
@@ -24,10 +26,10 @@ class Job:
 
 
 def find_midi(folder: Path) -> list[Path]:
-    """MIDI files under ``folder`` (recursively, hidden files left out), in sorted order."""
+    """MIDI and score files under ``folder`` (recursively, hidden files left out), in sorted order."""
     return sorted(
         p for p in folder.rglob("*")
-        if p.suffix.lower() in MIDI_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        if p.suffix.lower() in MIDI_SUFFIXES + FOLDER_SCORE_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )  # fmt: skip
 
 
@@ -46,7 +48,7 @@ def plan(inputs: list[str | Path], out_dir: str | Path | None, suffix: str) -> l
         if item.is_dir():
             found = find_midi(item)
             if not found:
-                raise BatchError(f"{item}: no .mid or .midi files in this folder")
+                raise BatchError(f"{item}: no MIDI (.mid, .midi) or score (.musicxml, .mxl, .mei, .krn) files in this folder")
             pairs = [(p, (out or item) / p.relative_to(item).with_suffix(suffix)) for p in found]
         elif item.is_file():
             pairs = [(item, (out / item.name if out else item).with_suffix(suffix))]

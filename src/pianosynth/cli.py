@@ -254,7 +254,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         raise UserError("--skip-existing and --force contradict each other")
     options = dict(
         sample_rate=args.sample_rate, channels=args.channels, chunk_seconds=args.chunk_seconds,
-        context_seconds=args.context_seconds, max_seconds=args.max_seconds, **_level(args),
+        context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, **_level(args),
     )  # fmt: skip
     if args.output is not None:
         target = Path(args.output) if args.output != "-" else Path("stdout.wav")
@@ -563,7 +563,7 @@ NUMBER_OPTIONS = {
     "jobs": (int, 1, 256), "limit": (int, 1, None), "max_hours": (float, 0, None), "program": (int, 0, 127),
     "threads": (int, 1, 1024), "normalize": (float, 0, 1), "chunk_seconds": (float, 0, 3600),
     "context_seconds": (float, 0, 600), "seed": (int, 0, None), "bars": (int, 1, 10000), "clips": (int, 1, 100000),
-    "seconds": (float, 0, 86400), "max_seconds": (float, 0, None),
+    "seconds": (float, 0, 86400), "max_seconds": (float, 0, None), "bpm": (float, 0, 1000),
 }  # fmt: skip
 
 
@@ -636,8 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     lo, hi = SAMPLE_RATE_RANGE
-    p = command("synthesize", "MIDI -> audio with a trained model (one file, many, or folders)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="MIDI files and folders (searched recursively for .mid/.midi); '-' reads one MIDI file from stdin")
+    p = command("synthesize", "MIDI or a score -> audio with a trained model (one file, many, or folders)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="MIDI files, scores (.musicxml, .xml, .mxl, .mei, .krn) and folders (searched recursively for .mid/.midi/.musicxml/.mxl/.mei/.krn); '-' reads one MIDI file from stdin")
     p.add_argument("-o", "--output", default=None, help="the output file for one input (.wav, .flac or .ogg); '-' writes WAV to stdout (default: beside the input, named after it)")
     p.add_argument("--out-dir", default=None, help="folder for the outputs, each named after its input and keeping its path below a given folder (default: beside each input)")
     p.add_argument("--format", choices=[f.lstrip(".") for f in FORMATS], default="wav", help="output format when outputs are named after their inputs")
@@ -659,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-seconds", type=NON_NEGATIVE, default=2.0, help="context on each side of a chunk")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads, each synthesizing its share of the chunks (default: torch's count)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="refuse pieces longer than this")
+    p.add_argument("--bpm", type=_number(float, 1, 1000), default=None, help="a score's tempo in quarter notes per minute, for the whole piece (default: the score's tempo marks and words; MIDI files keep their own tempo)")
     p.set_defaults(func=cmd_synthesize)
 
     p = command("demo", "synthesize a generated piece with the shipped model")

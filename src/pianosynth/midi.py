@@ -1,4 +1,4 @@
-"""MIDI files -> note and pedal events. The only module that parses files.
+"""MIDI files -> note and pedal events. The only module that parses MIDI (scores.py reads scores).
 
 Parsing is pretty_midi's (tempo maps, type-0 channel splitting, running status). Its pairing of
 note-ons with note-offs matters for repeated notes: one note-off closes every note of that key

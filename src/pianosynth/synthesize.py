@@ -115,19 +115,33 @@ def resolve_model(model: str | Path | None) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_performance(midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS) -> Performance:
-    """Events from a MIDI path, its bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
+def read_performance(
+    midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS, bpm: float | None = None
+) -> Performance:
+    """Events from a MIDI or score path, its bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
 
-    Bytes and mido objects are written to a temporary file and read by ``midi.read_midi``, so
-    every kind of input meets the same checks; errors name ``name`` (default "<bytes>" or
-    "<mido.MidiFile>") instead of the temporary file.
+    A path (or ``name``, for bytes) ending in a score suffix (``scores.SCORE_SUFFIXES``: MusicXML,
+    .mxl, MEI, Humdrum) is read by ``scores.read_score`` with tempo ``bpm`` (quarter notes per
+    minute; None: the score's own); anything else is MIDI, read by ``midi.read_midi``, which keeps
+    its own tempo (a ``bpm`` given for it is reported in ``Performance.warnings``).
+
+    Bytes and mido objects are written to a temporary file and read from there, so every kind of
+    input meets the same checks; errors name ``name`` (default "<bytes>" or "<mido.MidiFile>")
+    instead of the temporary file.
     """
+    from .scores import is_score, read_score
+
+    suffix = ".mid"
     if isinstance(midi, (str, Path)):
-        return read_midi(midi, max_seconds=max_seconds)
+        if is_score(midi):
+            return read_score(midi, bpm=bpm, max_seconds=max_seconds)
+        return _midi_bpm_warning(read_midi(midi, max_seconds=max_seconds), bpm, str(midi))
     if type(midi).__name__ == "PrettyMIDI":
-        return performance_from_pretty_midi(midi, name=name or "<PrettyMIDI>")
+        return _midi_bpm_warning(performance_from_pretty_midi(midi, name=name or "<PrettyMIDI>"), bpm, name or "<PrettyMIDI>")
     if isinstance(midi, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
+        if name is not None and is_score(name):
+            suffix = Path(name).suffix.lower()
 
         def write(path: Path) -> None:
             path.write_bytes(bytes(midi))
@@ -141,13 +155,19 @@ def read_performance(midi, name: str | None = None, max_seconds: float | None = 
     else:
         raise TypeError(f"midi must be a path, bytes, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}")
     with tempfile.TemporaryDirectory(prefix="pianosynth-midi-") as tmp:
-        path = Path(tmp) / "input.mid"
+        path = Path(tmp) / f"input{suffix}"
         write(path)
         try:
-            perf = read_midi(path, max_seconds=max_seconds)
+            perf = read_performance(path, max_seconds=max_seconds, bpm=bpm)
         except MidiError as e:
-            raise MidiError(str(e).replace(str(path), label)) from e
+            raise type(e)(str(e).replace(str(path), label)) from e
     perf.warnings = [w.replace(str(path), label) for w in perf.warnings]
+    return perf
+
+
+def _midi_bpm_warning(perf: Performance, bpm: float | None, label: str) -> Performance:
+    if bpm is not None:
+        perf.warnings.append(f"{label}: --bpm applies to scores only; a MIDI file keeps its own tempo")
     return perf
 
 
@@ -218,8 +238,10 @@ class Synth:
         chunk_seconds: float = 30.0,
         context_seconds: float = 2.0,
         progress: Callable[[float, float], None] | None = None,
+        bpm: float | None = None,
     ) -> tuple[np.ndarray, int]:
-        """Synthesizes ``midi`` (a path, bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``).
+        """Synthesizes ``midi`` (a MIDI or score path, bytes, a ``pretty_midi.PrettyMIDI`` or a
+        ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
 
         Args:
             sample_rate: output rate in Hz (default: the model's), resampled with soxr.
@@ -231,13 +253,14 @@ class Synth:
                 to scale to (0 < peak <= 1).
             chunk_seconds, context_seconds: the chunk core and the context on each side.
             progress: called as ``progress(seconds_done, seconds_total)`` while the model runs.
+            bpm: a score's tempo in quarter notes per minute, instead of its own marks.
 
         Returns:
             (audio, sample_rate): audio float32 (channels, samples).
         """
         result = self.render_result(
             midi, sample_rate=sample_rate, channels=channels, loudness=loudness, gain_db=gain_db, peak=peak,
-            chunk_seconds=chunk_seconds, context_seconds=context_seconds, progress=progress,
+            chunk_seconds=chunk_seconds, context_seconds=context_seconds, progress=progress, bpm=bpm,
         )  # fmt: skip
         return result.audio, result.sample_rate
 
@@ -313,6 +336,7 @@ class Synth:
         progress: Callable[[float, float], None] | None = None,
         name: str | None = None,
         max_seconds: float | None = MAX_SECONDS,
+        bpm: float | None = None,
     ) -> SynthesisResult:
         """The one rendering path (see the module's docstring); ``open_sink(sr, channels)`` gives
         a context manager that takes (samples,) float32 blocks in [-1, 1]."""
@@ -323,7 +347,7 @@ class Synth:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (positive and value == 0):
                 raise OutputError(f"{option} must be a finite number {'above' if positive else 'of at least'} 0, got {value!r}")
         t0 = time.perf_counter()
-        perf = read_performance(midi, name=name, max_seconds=max_seconds)  # refused before any allocation
+        perf = read_performance(midi, name=name, max_seconds=max_seconds, bpm=bpm)  # refused before any allocation
         label = name or (str(midi) if isinstance(midi, (str, Path)) else "the MIDI")
         route = self.router.route(perf, label) if self.router is not None else Route([Part(None, perf.programs, perf)])
         parts = []  # (synth, features, note table) of each part, all checked before any model runs
@@ -503,7 +527,7 @@ def synthesize_file(
         normalize: if given, scale so that the peak is this value (e.g. 0.95) instead of the
             default loudness target.
         options: ``sample_rate``, ``channels``, ``loudness``, ``gain_db``, ``bits``, ``progress``,
-            ``max_seconds`` (refuse a longer piece before anything is allocated; None: no limit).
+            ``bpm`` (a score's tempo), ``max_seconds`` (refuse a longer piece before anything is allocated; None: no limit).
     """
     check_synthesis_arguments(normalize, chunk_seconds, context_seconds, threads, options.get("max_seconds", MAX_SECONDS))
     if normalize is not None:

@@ -1,0 +1,370 @@
+"""Score files (MusicXML, compressed MusicXML, MEI, Humdrum **kern) -> note and pedal events.
+
+partitura (Cancino-Chacón et al., the library behind the basismixer) parses the file; this
+module turns the notated music into the same ``midi.Performance`` a MIDI file gives, so that
+everything after it (features, note table, model, reference renderer) stays unaware that the
+music came from a score (issue 13). What it does, in this order:
+
+1. **Repeats** are unfolded (``partitura.score.unfold_part_maximal``: every repeated section
+   is played twice, voltas taken in turn) and **ties** joined (one note for a tied chain,
+   ``Part.notes_tied`` and ``Note.end_tied``).
+2. **Tempo** (``tempo_map``): ``bpm`` if given (quarter notes per minute, the whole piece);
+   otherwise the score's metronome marks and ``<sound tempo>`` values, and where none is in force
+   its tempo words (``TEMPO_WORDS``, in beats per minute of the time signature's beat), with
+   ritardando/accelerando words and "a tempo"; DEFAULT_BPM before any of them.
+3. **Dynamics** (``velocity_map``): marks (``DYNAMICS``), crescendo and diminuendo (hairpins and
+   words) ramp between them, sforzando-like marks and accents raise single notes
+   (``IMPULSIVE``, ``ACCENTS``); staccato shortens a note (``SHORTEN``).
+4. **Pedal marks** (Ped. ... *, or a pedal line) become a sustain-pedal curve; a pedal
+   restarted where it ends is lifted for PEDAL_CHANGE_SECONDS, as a pianist changes it.
+
+A score-mode model ignores the velocities and pedals; a performance-mode model hears them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .midi import HIGHEST_KEY, LOWEST_KEY, MAX_SECONDS, MidiError, Note, PedalCurve, Performance, check_limits
+
+SCORE_SUFFIXES = (".musicxml", ".mxl", ".xml", ".mei", ".krn", ".kern")
+DEFAULT_BPM = 120.0  # quarter notes per minute where a score gives no tempo (MIDI's default)
+DEFAULT_VELOCITY = 64  # before the first dynamics mark
+
+# Dynamics marks -> MIDI velocity: MuseScore's playback values, so that a score sounds here as
+# it does in the notation program that most of these files come from.
+DYNAMICS = {
+    "pppppp": 4, "ppppp": 8, "pppp": 12, "ppp": 16, "pp": 33, "p": 49, "mp": 64,
+    "mf": 80, "f": 96, "ff": 112, "fff": 126, "ffff": 127, "fffff": 127, "ffffff": 127,
+    "pianissimo": 33, "piano": 49, "mezzo piano": 64, "mezzo forte": 80, "forte": 96, "fortissimo": 112,
+}  # fmt: skip
+HAIRPIN_STEP = 16  # a crescendo or diminuendo with no mark after it moves the level this much
+HAIRPIN_QUARTERS = 4.0  # span of a "cresc." word that has no end (no dashes)
+# Marks that hit one chord: (velocity added to the level for the chord, level afterwards or None).
+IMPULSIVE = {
+    "sf": (24, None), "sfz": (24, None), "sffz": (32, None), "fz": (24, None), "rf": (16, None),
+    "rfz": (16, None), "fp": (24, "p"), "sfp": (24, "p"), "sfpp": (24, "pp"), "sfzp": (24, "p"), "pf": (0, "f"),
+}  # fmt: skip
+ACCENTS = {"accent": 16, "strong-accent": 24}  # velocity added to an accented note
+SHORTEN = {"staccato": 0.5, "staccatissimo": 0.3, "spiccato": 0.3}  # fraction of the written length
+MIN_NOTE_SECONDS = 0.03
+GRACE_SECONDS = 0.06  # each grace note, played just before its main note
+PEDAL_CHANGE_SECONDS = 0.06  # up time of a pedal change (a pedal mark starting where one ends)
+# Tempo words -> beats per minute of the time signature's beat (a dotted quarter in 6/8, 9/8 and
+# 12/8; a quarter in 2/2, so that an alla breve Allegro is not taken at a galloping half = 132).
+# The middle of each word's usual metronome range. Checked longest first.
+TEMPO_WORDS = {
+    "prestissimo": 200, "presto": 176, "vivacissimo": 168, "vivace": 152, "vivo": 152,
+    "allegro moderato": 120, "allegretto": 112, "allegro": 132, "moderato": 108, "andantino": 88,
+    "andante": 80, "adagietto": 72, "adagio": 66, "larghetto": 63, "lento": 56, "largo": 50, "grave": 40,
+}  # fmt: skip
+RITARDANDO = 0.75  # a ritardando (rit., rall., ritenuto) slows to this fraction of the tempo
+ACCELERANDO = 1.25
+RAMP_QUARTERS = 8.0  # length of a rit./accel. that has no end of its own, unless a tempo mark comes first
+
+
+class ScoreError(MidiError):
+    """A score file that cannot be used: unreadable by partitura, or without pitched notes."""
+
+
+def is_score(path: str | Path) -> bool:
+    """Whether ``path`` names a score file (by its suffix) rather than a MIDI file."""
+    return Path(path).suffix.lower() in SCORE_SUFFIXES
+
+
+def read_score(path: str | Path, bpm: float | None = None, max_seconds: float | None = MAX_SECONDS) -> Performance:
+    """Reads a MusicXML (.musicxml, .xml, .mxl), MEI (.mei) or Humdrum (.krn) score into notes
+    and pedal curves, as ``midi.read_midi`` reads a MIDI file (see the module's docstring).
+
+    Args:
+        bpm: quarter notes per minute for the whole piece, instead of the score's own tempo.
+        max_seconds: as for ``read_midi`` (None: no length limit).
+
+    Raises:
+        ScoreError: one line: the file is missing, partitura cannot read it, it has no notes on
+            the piano's keys, or it is over the limits.
+    """
+    import partitura  # imported here: it is slow to import and only scores need it
+    from partitura import score as ps
+
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise ScoreError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ScoreError(f"{path}: empty file")
+    if bpm is not None and not (isinstance(bpm, (int, float)) and not isinstance(bpm, bool) and math.isfinite(bpm) and 1 <= bpm <= 1000):
+        raise ScoreError(f"bpm must be a number of quarter notes per minute in 1..1000, got {bpm!r}")
+    limit = sys.getrecursionlimit()
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # partitura warns of every construct it skips
+            warnings.simplefilter("always")
+            sys.setrecursionlimit(max(limit, 20000))  # its unfolding deep-copies the score
+            loaded = partitura.load_score(str(path))
+            parts = list(ps.unfold_part_maximal(loaded).parts) if len(loaded.parts) else []
+    except RecursionError as e:
+        raise ScoreError(f"{name}: too deeply nested for partitura to unfold its repeats") from e
+    except Exception as e:  # partitura and lxml raise many types for malformed files
+        detail = " ".join(str(e).split())[:200] or "no detail"
+        raise ScoreError(f"{name}: not a score partitura can read ({type(e).__name__}: {detail})") from e
+    finally:
+        sys.setrecursionlimit(limit)
+    perf = performance_from_parts(parts, bpm=bpm, name=name)
+    changes = sum('pedal types "change"' in str(w.message) for w in caught)
+    if changes:
+        perf.warnings.append(f"{name}: {changes} pedal 'change'/'continue' mark(s) not read (partitura skips them); a change is played as the pedal staying down")
+    check_limits(perf, max_seconds, name=name)
+    return perf
+
+
+def performance_from_parts(parts: list, bpm: float | None = None, name: str = "<score>") -> Performance:
+    """partitura Parts (already unfolded) -> a Performance (see ``read_score``)."""
+    from partitura import score as ps
+
+    written: list[tuple[float, float, int, list[str], int]] = []  # (onset q, end q, pitch, articulations, graces after)
+    directions: list[tuple[float, float | None, object]] = []  # (start q, end q or None, direction)
+    tempos: list[tuple[float, float]] = []  # (q, quarter notes per minute)
+    meters: list[tuple[float, float]] = []  # (q, quarters per beat)
+    for part in parts:
+        q = part.quarter_map
+        for n in part.notes_tied:
+            if isinstance(n, ps.GraceNote):
+                after, g = 0, n.grace_next
+                while isinstance(g, ps.GraceNote):  # the chain ends at its main note
+                    after, g = after + 1, g.grace_next
+                t = float(q(n.start.t))
+                written.append((t, t, int(n.midi_pitch), [], after + 1))
+            else:
+                written.append((float(q(n.start.t)), float(q(n.end_tied.t)), int(n.midi_pitch), list(n.articulations or []), 0))
+        for d in part.iter_all(ps.Direction, include_subclasses=True):
+            directions.append((float(q(d.start.t)), float(q(d.end.t)) if d.end is not None else None, d))
+        for t in part.iter_all(ps.Tempo):
+            tempos.append((float(q(t.start.t)), _quarter_bpm(t)))
+        for ts in part.iter_all(ps.TimeSignature):
+            meters.append((float(q(ts.start.t)), _quarters_per_beat(ts.beats, ts.beat_type)))
+    if not written:
+        raise ScoreError(f"{name}: no notes")
+    in_range = [w for w in written if LOWEST_KEY <= w[2] <= HIGHEST_KEY]
+    out_of_range = len(written) - len(in_range)
+    if not in_range:
+        raise ScoreError(f"{name}: no notes on the piano's 88 keys")
+    directions.sort(key=lambda d: d[0])
+    seconds = tempo_map(tempos, meters, directions, bpm)
+    onsets_q = np.array(sorted({w[0] for w in in_range}))
+    velocity_at = velocity_map(directions, onsets_q)
+
+    notes: list[Note] = []
+    for onset_q, end_q, pitch, articulations, grace in in_range:
+        start = float(seconds(onset_q))
+        velocity = velocity_at[onset_q] + sum(ACCENTS.get(a, 0) for a in articulations)
+        if grace:  # before the beat, one GRACE_SECONDS each, so that the main note keeps its place
+            start, end = start - grace * GRACE_SECONDS, start - (grace - 1) * GRACE_SECONDS
+        else:
+            end = float(seconds(end_q))
+            factor = min([SHORTEN[a] for a in articulations if a in SHORTEN], default=1.0)
+            end = start + max(MIN_NOTE_SECONDS, (end - start) * factor)
+        notes.append(Note(pitch, start, end, int(min(127, max(1, round(velocity))))))
+    shift = -min(0.0, min(n.start_s for n in notes))  # grace notes before the first beat
+    for n in notes:
+        n.start_s, n.end_s = n.start_s + shift, n.end_s + shift
+    notes.sort(key=lambda n: (n.start_s, n.pitch))
+    end_s = max(n.end_s for n in notes)
+    sustain = _sustain_curve([(s, e) for s, e, d in directions if isinstance(d, ps.SustainPedalDirection)], seconds, shift, end_s)
+    pedals = {"sustain": sustain, "sostenuto": PedalCurve(np.zeros(0), np.zeros(0)), "soft": PedalCurve(np.zeros(0), np.zeros(0))}
+    if len(sustain.times_s):
+        end_s = max(end_s, float(sustain.times_s[-1]))
+    warnings_ = [f"{name}: dropped {out_of_range} note(s) outside the piano's A0..C8"] if out_of_range else []
+    return Performance(notes, pedals, end_s, out_of_range=out_of_range, warnings=warnings_)
+
+
+def _quarter_bpm(tempo) -> float:
+    """A partitura Tempo (a rate of its unit, a quarter when none) in quarter notes per minute."""
+    from partitura.utils.music import to_quarter_tempo
+
+    return float(to_quarter_tempo(tempo.unit or "q", tempo.bpm))
+
+
+def _quarters_per_beat(beats: int, beat_type: int) -> float:
+    """The beat that tempo words count, in quarters (see TEMPO_WORDS)."""
+    if beat_type >= 8 and beats in (6, 9, 12):
+        return 3 * 4 / beat_type  # compound meter: a dotted beat
+    return 4 / beat_type if beat_type >= 4 else 1.0
+
+
+def tempo_word_bpm(text: str) -> float | None:
+    """Beats per minute of a tempo word (``TEMPO_WORDS``), or None: "Allegro molto" -> 132."""
+    text = text.lower()
+    for word in sorted(TEMPO_WORDS, key=len, reverse=True):
+        if re.search(rf"\b{word}\b", text):
+            return float(TEMPO_WORDS[word])
+    return None
+
+
+def tempo_map(tempos: list, meters: list, directions: list, bpm: float | None = None):
+    """Score time in quarters -> seconds.
+
+    Args:
+        tempos: (quarter, quarter notes per minute) of the score's metronome marks.
+        meters: (quarter, quarters per beat) of its time signatures, for tempo words.
+        directions: (start quarter, end quarter or None, partitura Direction), sorted by start.
+        bpm: if given, this many quarters per minute throughout, and the rest is ignored.
+
+    Returns:
+        seconds(q): a function of a float or an array of quarters (np.interp-like, extrapolated
+        at the last tempo).
+    """
+    from partitura import score as ps
+
+    if bpm is not None:
+        return lambda q: np.asarray(q, dtype=np.float64) * 60.0 / bpm
+    meters = sorted(meters) or [(0.0, 1.0)]
+
+    def beat_at(q: float) -> float:
+        i = max(0, np.searchsorted([m[0] for m in meters], q, side="right") - 1)
+        return meters[i][1]
+
+    # events: (q, order, kind, value); metronome marks first at equal q, so they win over words
+    events: list[tuple[float, int, str, float]] = [(q, 0, "set", v) for q, v in tempos]
+    marked = {round(q, 6) for q, _ in tempos}
+    for q, end, d in directions:
+        if isinstance(d, ps.ResetTempoDirection):
+            first_tempo = re.search(r"tempo\s*(i|1|primo)\b", d.text.lower())  # Tempo I; else "a tempo"
+            events.append((q, 1, "first" if first_tempo else "reset", 0.0))
+        elif isinstance(d, ps.ConstantTempoDirection):
+            word = tempo_word_bpm(d.text + " " + (d.raw_text or ""))
+            if word is not None and round(q, 6) not in marked:
+                events.append((q, 1, "set", word * beat_at(q)))
+        elif isinstance(d, (ps.DecreasingTempoDirection, ps.IncreasingTempoDirection)) and round(q, 6) not in marked:
+            # (a metronome mark or <sound tempo> at the same place is the engraver's own reading of it)
+            factor = RITARDANDO if isinstance(d, ps.DecreasingTempoDirection) else ACCELERANDO
+            events.append((q, 2, "ramp", factor if end is None or end <= q else -factor))  # sign: has its own end
+            if end is not None and end > q:
+                events.append((end, 3, "end", 0.0))
+    events.sort(key=lambda e: (e[0], e[1]))
+    # piecewise-linear tempo as (q0, q1, bpm0, bpm1) pieces, then integrated
+    pieces: list[tuple[float, float, float, float]] = []
+    cur = first = base = DEFAULT_BPM
+    seen_first = False
+    changes = [e[0] for e in events if e[2] != "end"]  # a ramp stops where the next change starts
+    for i, (q, _, kind, value) in enumerate(events):
+        if kind in ("set", "reset", "first"):
+            if kind == "set":
+                cur = base = value
+                if not seen_first:
+                    first, seen_first = value, True
+            else:
+                cur = base if kind == "reset" else first
+            pieces.append((q, q, cur, cur))
+        elif kind == "ramp":
+            nxt = next((s for s in changes if s > q), math.inf)
+            if value < 0:  # its own end
+                end = next(e[0] for e in events[i + 1 :] if e[2] == "end")
+            else:
+                end = q + RAMP_QUARTERS
+            end = min(end, nxt)
+            target = cur * abs(value)
+            pieces.append((q, end, cur, target))
+            cur = target
+    knots_q = [0.0]
+    knots_bpm = [DEFAULT_BPM]
+    for q0, q1, b0, b1 in pieces:
+        knots_q += [q0, q1] if q1 > q0 else [q0]
+        knots_bpm += [b0, b1] if q1 > q0 else [b0]
+    # integrate 60 / bpm(q) on a fine grid: steps hold, ramps are linear in q
+    grid = [knots_q[0]]
+    rates = []
+    for (qa, ba), (qb, bb) in zip(zip(knots_q, knots_bpm), zip(knots_q[1:], knots_bpm[1:])):
+        if qb <= qa:
+            continue
+        ramp = bb != ba and any(p[0] == qa and p[1] == qb for p in pieces)
+        steps = 32 if ramp else 1
+        for k in range(steps):
+            mid = ba + (bb - ba) * (k + 0.5) / steps if ramp else ba
+            grid.append(qa + (qb - qa) * (k + 1) / steps)
+            rates.append(60.0 / mid)
+    final_rate = 60.0 / (knots_bpm[-1] if knots_bpm else DEFAULT_BPM)
+    grid_q = np.array(grid)
+    rates_a = np.array(rates + [final_rate])  # seconds per quarter from each grid point on
+    cum = np.concatenate([[0.0], np.cumsum(np.diff(grid_q) * rates_a[:-1])])
+
+    def seconds(q):
+        q = np.asarray(q, dtype=np.float64)
+        i = np.clip(np.searchsorted(grid_q, q, side="right") - 1, 0, len(grid_q) - 1)
+        return cum[i] + (q - grid_q[i]) * rates_a[i]
+
+    return seconds
+
+
+def velocity_map(directions: list, onsets_q: np.ndarray) -> dict[float, float]:
+    """The dynamic level (MIDI velocity, before accents) at each onset, in quarters.
+
+    Marks set the level; a crescendo or diminuendo ramps linearly over its span to the mark
+    that ends it (a mark within a quarter after its end), or by HAIRPIN_STEP without one;
+    sforzando-like marks (``IMPULSIVE``) raise the first chord at or after them.
+    """
+    from partitura import score as ps
+
+    # pieces: (q0, q1, level0, level1) in order; a mark is a piece with q0 == q1
+    pieces: list[tuple[float, float, float, float]] = []
+    impulses: list[tuple[float, float]] = []  # (q, velocity added)
+    level = float(DEFAULT_VELOCITY)
+    marks = [(q, DYNAMICS[_mark(d)]) for q, _, d in directions if isinstance(d, ps.ConstantLoudnessDirection) and _mark(d) in DYNAMICS]
+    for q, end, d in directions:
+        if isinstance(d, ps.ConstantLoudnessDirection) and _mark(d) in DYNAMICS:
+            level = float(DYNAMICS[_mark(d)])
+            pieces.append((q, q, level, level))
+        elif isinstance(d, ps.ImpulsiveLoudnessDirection) and _mark(d) in IMPULSIVE:
+            add, after = IMPULSIVE[_mark(d)]
+            impulses.append((q, add))
+            if after is not None:
+                level = float(DYNAMICS[after])
+                pieces.append((q, q, level, level))
+        elif isinstance(d, (ps.IncreasingLoudnessDirection, ps.DecreasingLoudnessDirection)):
+            up = isinstance(d, ps.IncreasingLoudnessDirection)
+            stop = end if end is not None and end > q else q + HAIRPIN_QUARTERS
+            following = [v for mq, v in marks if q < mq <= stop + 1.0]
+            target = following[0] if following and (following[0] > level) == up else level + (HAIRPIN_STEP if up else -HAIRPIN_STEP)
+            target = min(float(DYNAMICS["fff"]), max(float(DYNAMICS["ppp"]), target))  # hairpins stay within ppp..fff
+            pieces.append((q, stop, level, target))
+            level = target
+    starts = np.array([p[0] for p in pieces])
+    out: dict[float, float] = {}
+    for q in onsets_q:
+        i = int(np.searchsorted(starts, q, side="right")) - 1
+        if i < 0:
+            v = float(DEFAULT_VELOCITY)
+        else:
+            q0, q1, a, b = pieces[i]
+            v = a + (b - a) * (q - q0) / (q1 - q0) if q1 > q0 and q < q1 else b
+        out[float(q)] = v
+    for q, add in impulses:  # the first chord at or after the mark
+        j = int(np.searchsorted(onsets_q, q - 1e-9, side="left"))
+        if j < len(onsets_q):
+            out[float(onsets_q[j])] += add
+    return out
+
+
+def _mark(direction) -> str:
+    return (direction.text or "").strip().lower()
+
+
+def _sustain_curve(spans: list, seconds, shift: float, end_s: float) -> PedalCurve:
+    """Pedal marks (start q, end q or None) -> a sustain curve of 1.0 (down) and 0.0 (up)."""
+    times: list[float] = []
+    values: list[float] = []
+    spans = sorted((float(seconds(s)) + shift, float(seconds(e)) + shift if e is not None else end_s) for s, e in spans)
+    for down, up in spans:
+        if times and down <= times[-1] + 1e-9:  # restarted where (or before) the last one ends: a change
+            times[-1] = min(times[-1], down)
+            down = times[-1] + PEDAL_CHANGE_SECONDS
+        if up <= down:
+            continue
+        times += [down, up]
+        values += [1.0, 0.0]
+    return PedalCurve(np.array(times, dtype=np.float64), np.array(values, dtype=np.float64))

@@ -21,7 +21,7 @@ def measured(tmp_path_factory):
     """case name -> window label -> (reference dB, model dB), rendered once per case on demand."""
     import pianosynth
 
-    synth = pianosynth.load(threads=1)
+    synth = pianosynth.load("default", threads=1)  # named: these files have one velocity, which would pick the score model
     by_name = {c.name: c for c in pedals.cases()}
     cache: dict[str, dict[str, tuple[float, float]]] = {}
     folder = tmp_path_factory.mktemp("pedals")

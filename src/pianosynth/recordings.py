@@ -36,9 +36,9 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # in order of preference whe
 MAX_OFFSET_S = 1.0  # the largest constant MIDI-audio offset searched, either way
 MAX_LENGTH_DIFF_S = 2.0  # the recording may stop this much before the MIDI's end, or sound this much after it
 # The alignment score is the correlation (Pearson r) of the audio's onset strength with the MIDI's
-# onset curve at the best offset. FluidR3 renders of ASAP pieces score 0.59 to 0.79 against their
-# own MIDI and 0.02 or less against another piece's (benchmarks/recordings.py fluidr3); the
-# stand-in recordings' scores are in docs/recordings.md.
+# onset curve at the best offset. FluidR3 renders of 12 ASAP pieces score 0.49 to 0.77 against their
+# own MIDI and -0.03 to 0.06 against another piece's (benchmarks/recordings.py fluidr3); the 101
+# stand-in recordings score 0.52 to 0.86 (docs/recordings.md).
 MIN_ALIGNMENT = 0.3
 # Recordings are brought to the loudness of the FluidR3 references the project trains on, so that a
 # model, the FluidR3 render and a recording meet at one level: the 101 pieces of the 8-hour FluidR3

@@ -300,3 +300,17 @@ def test_verify_redoes_a_piece_whose_recording_changed(tmp_path):
     fixed = Cache(prepare(find_recordings(tmp_path / "in"), tmp_path / "cache", RECORDED, verify=True))
     assert fixed.pieces[0]["audio_sha1"] != first["audio_sha1"]
     assert abs(fixed.pieces[0]["offset_s"] - 0.3) < 0.005
+
+
+def test_the_standin_draws_are_a_pure_function_of_seed_and_path():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_standin", Path(__file__).parents[1] / "scripts" / "make_standin.py")
+    ms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ms)
+    a, b = ms.draw_file("Bach/x.mid", 0), ms.draw_file("Bach/x.mid", 0)
+    assert a == b and a != ms.draw_file("Bach/y.mid", 0) and a != ms.draw_file("Bach/x.mid", 1)
+    offsets = [ms.draw_file(f"p{i}.mid", 0)["offset_s"] for i in range(200)]
+    assert -ms.MAX_OFFSET_S <= min(offsets) < -0.2 and 0.2 < max(offsets) <= ms.MAX_OFFSET_S
+    noise = ms.pink_noise(44100, 2, 0.01, 0)
+    assert noise.shape == (2, 44100) and np.sqrt(np.mean(noise**2)) == pytest.approx(0.01, rel=1e-3)

@@ -36,9 +36,9 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # in order of preference whe
 MAX_OFFSET_S = 1.0  # the largest constant MIDI-audio offset searched, either way
 MAX_LENGTH_DIFF_S = 2.0  # the recording may stop this much before the MIDI's end, or sound this much after it
 # The alignment score is the correlation (Pearson r) of the audio's onset strength with the MIDI's
-# onset curve at the best offset. FluidR3 renders of ASAP pieces score 0.59 to 0.79 against their
-# own MIDI and 0.02 or less against another piece's (benchmarks/recordings.py fluidr3); the
-# stand-in recordings' scores are in docs/recordings.md.
+# onset curve at the best offset. FluidR3 renders of 12 ASAP pieces score 0.49 to 0.77 against their
+# own MIDI and -0.03 to 0.06 against another piece's (benchmarks/recordings.py fluidr3); the 101
+# stand-in recordings score 0.52 to 0.86 (docs/recordings.md).
 MIN_ALIGNMENT = 0.3
 # Recordings are brought to the loudness of the FluidR3 references the project trains on, so that a
 # model, the FluidR3 render and a recording meet at one level: the 101 pieces of the 8-hour FluidR3
@@ -65,7 +65,7 @@ def settings() -> dict:
         "min_alignment": MIN_ALIGNMENT,
         "loudness_lufs": LOUDNESS_LUFS,
         "resampler": "soxr HQ",
-        "version": 1,
+        "version": 2,  # 2: the fine search on log magnitudes of 8 ms windows
     }
 
 
@@ -242,14 +242,17 @@ def estimate_offset(audio: np.ndarray, sample_rate: int, onsets: np.ndarray, vel
     away = np.abs(np.arange(len(r)) - best) * COARSE_HOP_S > 0.05
     runner_up = float(r[away].max()) if away.any() else 0.0
     margin = score / runner_up if runner_up > 0 else math.inf
-    # fine: 1 ms frames, linear magnitudes of 16 ms windows, only within ±30 ms of the coarse answer
+    # fine: 1 ms frames, log magnitudes of 8 ms windows, only within ±30 ms of the coarse answer.
+    # Linear magnitudes put a lone attack's peak on the attack itself, but in a room the loudest
+    # notes and their reflections then decide, and the peak wandered up to 29 ms late on the
+    # stand-in; log magnitudes of short windows gave a sharp peak 2 to 3 ms early on all of them.
     hop_f = max(1, round(FINE_HOP_S * sample_rate))
-    n_fft_f = 1 << int(round(math.log2(0.016 * sample_rate)))
+    n_fft_f = 1 << int(round(math.log2(0.008 * sample_rate)))
     part = onsets < FINE_SECONDS * sample_rate
     if part.sum() < 8:  # too few notes in the first minutes: use them all
         part[:] = True
     head = audio[: int((onsets[part].max() / sample_rate + abs(coarse_lag) * COARSE_HOP_S + 1.0) * sample_rate)]
-    env_f = _detrend(onset_strength(head, sample_rate, hop_f, n_fft_f, log=False), round(0.1 / FINE_HOP_S))
+    env_f = _detrend(onset_strength(head, sample_rate, hop_f, n_fft_f, log=True), round(0.1 / FINE_HOP_S))
     n_f = max(len(env_f), int(onsets[part].max() // hop_f) + 2)
     env_f = np.pad(env_f, (0, n_f - len(env_f)))
     curve_f = _onset_curve(onsets[part], weights[part], n_f, hop_f, sigma_frames=1.0)

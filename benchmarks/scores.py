@@ -74,7 +74,7 @@ def main() -> int:
                 result = synth.render_to_file(score, target, force=True)
                 ok_render += 1
                 rendered = f"yes, {result.seconds:.0f} s in {result.compute_seconds:.0f} s"
-                notes = "; ".join(w.replace(str(score), "score") for w in result.warnings)
+                notes = "; ".join(w.replace(str(score), "score") for w in result.messages + result.warnings)
             except Exception as e:  # noqa: BLE001 - any failure is a finding to record
                 rendered = f"**failed**: {type(e).__name__}: {e}"
         lines.append(
@@ -84,7 +84,7 @@ def main() -> int:
         print(lines[-1], flush=True)
     body = (
         f"{len(pieces)} {args.split}-split pieces; {ok_read} read, "
-        + (f"{ok_render} rendered with `{synth.source.name}`" if synth is not None else "rendering skipped")
+        + (f"{ok_render} rendered by `pianosynth.load({args.model!r})` (the notes say where it chose a model)" if synth is not None else "rendering skipped")
         + f"; {time.perf_counter() - t_all:.0f} s in all (one CPU thread).\n\n" + "\n".join(lines)
     )
     print(body)

@@ -330,7 +330,7 @@ def test_an_interrupted_synthesis_leaves_nothing_and_says_so(sig, tmp_path):
 
     model = tiny_checkpoint(tmp_path / "m.pt", "model.hidden=64")
     midi = tmp_path / "long.mid"
-    write_midi(generate_piece(seed=0, bars=200), midi)  # ~8 min of music
+    write_midi(generate_piece(seed=0, bars=400), midi)  # ~16 min of music: long enough that a loaded machine still interrupts it mid-way
     out = tmp_path / "out" / "o.wav"
     args = ["synthesize", str(midi), "-o", str(out), "--model", str(model), "--threads", "1", "--chunk-seconds", "5"]
     scratch = tmp_path / "tmp"  # the child's temporary folder: the model's raw output goes there first

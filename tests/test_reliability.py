@@ -336,7 +336,12 @@ def test_an_interrupted_synthesis_leaves_nothing_and_says_so(sig, tmp_path):
     scratch = tmp_path / "tmp"  # the child's temporary folder: the model's raw output goes there first
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}
-    proc = subprocess.Popen([sys.executable, "-c", SYNTH_SCRIPT, *args], stderr=subprocess.PIPE, text=True, env=env)
+    # a shell's background job (`make test &`) starts with SIGINT ignored, and Python then keeps it
+    # ignored: give the child the default disposition, as a terminal's Ctrl-C finds it
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SYNTH_SCRIPT, *args], stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(scratch.rglob("*.wav")):
         time.sleep(0.02)

@@ -267,7 +267,7 @@ class _Pieces:
         if key not in self._renders:
             perf = self.perf(piece)
             if velocity is not None:
-                perf = replace(perf, notes=[replace(n, velocity=velocity) for n in perf.notes])
+                perf = with_velocity(perf, velocity)
             fc = self.cache.features
             self._renders[key] = render(perf, render_cfg, fc, piece["frames"] * fc.hop_samples)
         return self._renders[key]
@@ -280,6 +280,11 @@ def _cut(audio: np.ndarray, clip: Clip, sr: int) -> np.ndarray:
     seg = audio[lo : lo + n]
     out[: len(seg)] = seg
     return out
+
+
+def with_velocity(perf: Performance, velocity: int) -> Performance:
+    """The performance with every note at one velocity (a bare score's dynamics)."""
+    return replace(perf, notes=[replace(n, velocity=velocity) for n in perf.notes])
 
 
 def instrument_label(render_cfg: RenderConfig, soundfont: str = "FluidR3") -> str:
@@ -337,14 +342,15 @@ def soundfont_system(pieces: _Pieces, name: str, render_cfg: RenderConfig, veloc
 
 def model_system(
     path: str | Path, pieces: _Pieces, context_seconds: float = 4.0, name: str | None = None, threads: int | None = None,
-    velocity: int | None = None,
+    velocity: int | None = None, synth=None,
 ) -> System:
     """A checkpoint synthesizing each clip from its own features, with real context either side,
     through the same chunked path as ``synthesize`` (``Synth.blocks``). With ``velocity``, every
-    note is given that velocity first: what the model plays from a bare score."""
+    note is given that velocity first: what the model plays from a bare score. ``synth``: the
+    checkpoint already loaded (``synthesize.load``), to share it between systems."""
     from .synthesize import load
 
-    synth = load(path, threads=threads)
+    synth = synth if synth is not None else load(path, threads=threads)
     cfg = synth.config
     fc: FeatureConfig = cfg.features
     feats: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
@@ -354,7 +360,7 @@ def model_system(
         if key not in feats:  # features and notes exactly as prepare computes them, with the model's config
             perf = pieces.perf(clip.piece)
             if velocity is not None:
-                perf = replace(perf, notes=[replace(n, velocity=velocity) for n in perf.notes])
+                perf = with_velocity(perf, velocity)
             x = compute_features(perf, fc)
             feats[key] = torch.from_numpy(x), compute_notes(perf, fc, len(x) * fc.hop_samples)
         x, notes = feats[key]
@@ -379,13 +385,6 @@ def model_system(
 # ---------------------------------------------------------------------------------------------
 # The evaluation
 # ---------------------------------------------------------------------------------------------
-
-
-def _reads_velocity(path: str | Path) -> bool:
-    from .train import load_checkpoint
-    from .config import config_from_dict
-
-    return config_from_dict(load_checkpoint(path)["config"]).features.velocity
 
 
 def evaluate(
@@ -434,10 +433,13 @@ def evaluate(
         if cache.render.source == "recorded":
             systems.insert(3, soundfont_system(pieces, f"{instrument_label(rendered)} (FluidSynth)", rendered))
     names = model_names or [None] * len(models)
+    from .synthesize import load
+
     for m, n in zip(models, names):
-        systems.append(model_system(m, pieces, name=n, threads=threads))
-        if flat_velocity is not None and _reads_velocity(m):
-            systems.append(model_system(m, pieces, name=n, threads=threads, velocity=flat_velocity))
+        synth = load(m, threads=threads)
+        systems.append(model_system(m, pieces, name=n, synth=synth))
+        if flat_velocity is not None and synth.config.features.velocity:
+            systems.append(model_system(m, pieces, name=n, velocity=flat_velocity, synth=synth))
     transcriber = BasicPitch() if transcribe else None
 
     rows: dict[str, list[dict]] = {s.name: [] for s in systems}

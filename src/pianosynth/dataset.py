@@ -157,13 +157,18 @@ def select_subset(
 ) -> list[SourceFile]:
     """Takes a deterministic subset: files in hashed order until ``limit`` files or ``max_hours``.
 
-    The hashed order mixes splits in proportion to their size, so a small subset still has
-    train, valid and test files. Durations not known from splits.csv are read from the MIDI
-    (unreadable files count as zero; prepare skips them later with their reason).
+    Stratified by split: the first file of each split (in the hashed order; train, then valid,
+    then test) comes first, so any subset of 3 or more files has every split the sources have;
+    the rest follow in the hashed order, which mixes splits in proportion to their size. A file
+    keeps its split (splits.csv's, or its hash's): only the choice of files is stratified.
+    Durations not known from splits.csv are read from the MIDI (unreadable files count as zero;
+    prepare skips them later with their reason).
     """
     order = sorted(sources, key=lambda s: _hash_fraction("order:" + s.rel))
     if limit is None and max_hours is None:
         return sorted(order, key=lambda s: s.rel)
+    leaders = [next(s for s in order if s.split == split) for split in SPLITS if any(s.split == split for s in order)]
+    order = leaders + [s for s in order if s not in leaders]
     chosen, total_s = [], 0.0
     for src in order:
         if limit is not None and len(chosen) >= limit:

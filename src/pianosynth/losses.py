@@ -57,6 +57,14 @@ class LogMagLoss(nn.Module):
         return torch.mean(torch.abs(torch.log(p + LOG_EPS) - torch.log(t + LOG_EPS)))
 
 
+def noise_magnitude(window: torch.Tensor, level_dbfs: float) -> float:
+    """RMS |STFT| per bin of white noise whose RMS is ``level_dbfs`` (Parseval: E|X_k|^2 =
+    a^2 * sum(window^2) for noise of RMS a). A floor for denominators that measure the target's
+    size, so that a silent crop (a rest, a piece's end) is compared with a quiet signal, not with
+    zero: spectral convergence over such a crop was 10^8 and more, from rounding noise."""
+    return 10 ** (level_dbfs / 20) * float(torch.sqrt((window**2).sum()))
+
+
 def full_scale_peak(window: torch.Tensor) -> float:
     """|STFT| of a full-scale sinusoid (amplitude 1) at its peak bin, for a window centred on a
     bin's frequency: ``sum(window) / 2``, which is ``n_fft / 4`` for a periodic Hann window."""
@@ -76,16 +84,27 @@ class MultiResolutionSTFTDistance(nn.Module):
     With 1e-5, a 16-bit file's rounding noise sits about 25 dB above the floor in every bin, so
     the log term partly measures whether two systems share a noise floor (issue 14).
 
+    ``sc_floor_dbfs=None`` (the default, and what ``evaluate`` publishes) divides SC by the
+    target's own norm, which is about zero on a silent crop. A level such as -60 floors that norm
+    at the norm of white noise of that RMS (``noise_magnitude``), so silent crops give finite
+    numbers; training and its validation use it. Crops louder than the floor are unchanged.
+
     pred, target: (batch, samples) -> scalar, or (batch,)
     """
 
     def __init__(
-        self, fft_sizes: tuple[int, ...] = (512, 1024, 2048), per_example: bool = False, floor_db: float | None = None
+        self,
+        fft_sizes: tuple[int, ...] = (512, 1024, 2048),
+        per_example: bool = False,
+        floor_db: float | None = None,
+        sc_floor_dbfs: float | None = None,
     ):
         super().__init__()
         self.stfts = nn.ModuleList(STFTMag(n) for n in fft_sizes)
         self.per_example = per_example
         self.floor_db = floor_db
+        # the floor of SC's denominator per bin, in |STFT| units, per FFT size (0: none)
+        self.sc_floor = [0.0 if sc_floor_dbfs is None else noise_magnitude(s.window, sc_floor_dbfs) for s in self.stfts]
         # eps per FFT size, in |STFT| units (the STFT of a size-n window grows with n)
         self.log_eps = [
             LOG_EPS if floor_db is None else 10 ** (floor_db / 20) * full_scale_peak(s.window) for s in self.stfts
@@ -94,9 +113,11 @@ class MultiResolutionSTFTDistance(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = 0.0
         dims = (1, 2) if self.per_example else (0, 1, 2)
-        for stft, eps in zip(self.stfts, self.log_eps):
+        for stft, eps, floor in zip(self.stfts, self.log_eps, self.sc_floor):
             p, t = stft(pred), stft(target)
-            sc = torch.sqrt(torch.sum((t - p) ** 2, dim=dims)) / torch.sqrt(torch.sum(t**2, dim=dims)).clamp_min(1e-12)
+            bins = t.numel() // (t.shape[0] if self.per_example else 1)  # elements in each norm
+            norm = torch.sqrt(torch.sum(t**2, dim=dims)).clamp_min(max(1e-12, floor * bins**0.5))
+            sc = torch.sqrt(torch.sum((t - p) ** 2, dim=dims)) / norm
             lm = torch.mean(torch.abs(torch.log(t + eps) - torch.log(p + eps)), dim=dims)
             total = total + sc + lm
         return total / len(self.stfts)
@@ -123,16 +144,21 @@ class ComplexSTFTLoss(nn.Module):
     512, 1024 and 2048 (hop size/4), each normalised by the target's mean magnitude so that the
     term does not vanish on quiet audio. Magnitude-only losses are blind to a sign flip or a
     drifting phase; this one is not, which pushes the decoder towards consistent phase from one
-    window to the next.
+    window to the next. ``scale_floor_dbfs`` floors that mean magnitude at white noise of that
+    RMS (``noise_magnitude``; None: 1e-7 as before), so that a silent crop gives no huge term.
 
     pred, target: (batch, samples) -> scalar
     """
 
-    def __init__(self, fft_sizes: tuple[int, ...] = (512, 1024, 2048)):
+    def __init__(self, fft_sizes: tuple[int, ...] = (512, 1024, 2048), scale_floor_dbfs: float | None = None):
         super().__init__()
         self.sizes = fft_sizes
         for n in fft_sizes:
             self.register_buffer(f"window_{n}", torch.hann_window(n, periodic=True), persistent=False)
+        self.scale_floor = {
+            n: 1e-7 if scale_floor_dbfs is None else noise_magnitude(torch.hann_window(n, periodic=True), scale_floor_dbfs)
+            for n in fft_sizes
+        }
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = 0.0
@@ -140,7 +166,7 @@ class ComplexSTFTLoss(nn.Module):
             w = getattr(self, f"window_{n}")
             p = torch.stft(pred, n, n // 4, window=w, center=True, pad_mode="constant", return_complex=True)
             t = torch.stft(target, n, n // 4, window=w, center=True, pad_mode="constant", return_complex=True)
-            scale = t.abs().mean().clamp_min(1e-7)
+            scale = t.abs().mean().clamp_min(self.scale_floor[n])
             total = total + (torch.mean(torch.abs(p.real - t.real)) + torch.mean(torch.abs(p.imag - t.imag))) / scale
         return total / len(self.sizes)
 
@@ -164,13 +190,19 @@ LOSSES = {
 }
 
 
+# The terms whose denominators measure the target, and the option that floors them.
+FLOOR_OPTIONS = {"mrstft": "sc_floor_dbfs", "complex": "scale_floor_dbfs"}
+
+
 class WeightedLoss(nn.Module):
     """A weighted sum of named losses, e.g. ``{"logmag": 1.0, "mse": 100.0}``.
 
     ``forward`` returns the total; ``last_terms`` keeps each unweighted term for logging.
+    ``floor_dbfs`` (None: no floor) floors the terms that divide by the target's size at white
+    noise of that level (``FLOOR_OPTIONS``), so silent crops give finite losses.
     """
 
-    def __init__(self, weights: dict[str, float]):
+    def __init__(self, weights: dict[str, float], floor_dbfs: float | None = None):
         super().__init__()
         if not weights:
             raise ValueError("at least one loss is needed, e.g. {'logmag': 1.0}")
@@ -178,7 +210,8 @@ class WeightedLoss(nn.Module):
         if unknown:
             raise ValueError(f"unknown loss(es) {unknown}; known: {sorted(LOSSES)}")
         self.weights = {k: float(v) for k, v in weights.items()}
-        self.terms = nn.ModuleDict({k: LOSSES[k]() for k in weights})
+        floor = lambda k: {FLOOR_OPTIONS[k]: floor_dbfs} if floor_dbfs is not None and k in FLOOR_OPTIONS else {}  # noqa: E731
+        self.terms = nn.ModuleDict({k: LOSSES[k](**floor(k)) for k in weights})
         self.last_terms: dict[str, float] = {}
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

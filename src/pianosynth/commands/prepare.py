@@ -88,6 +88,11 @@ def _print_summary(cache) -> None:
     print(f"  skipped: {s['skipped']}")
     for reason, count in sorted(s["reasons"].items()):
         print(f"    {count:>4} x {reason}")
+    empty = {split for split, row in s["splits"].items() if row["files"] == 0}
+    if "valid" in empty and s["files"]:
+        print("  no valid piece: train validates on fixed crops of the train split (fit, not generalisation)")
+    if "test" in empty and s["files"]:
+        print("  no test piece: evaluate --split test has nothing to score; use --split train or valid")
 
 
 def cmd_info(args: argparse.Namespace) -> int:

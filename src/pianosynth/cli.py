@@ -92,6 +92,7 @@ NUMBER_OPTIONS = {
     "threads": (int, 1, 1024), "normalize": (float, 0, 1), "chunk_seconds": (float, 0, 3600),
     "context_seconds": (float, 0, 600), "seed": (int, 0, None), "bars": (int, 1, 10000), "clips": (int, 1, 100000),
     "seconds": (float, 0, 86400), "max_seconds": (float, 0, None), "bpm": (float, 0, 1000),
+    "max_lead_in": (float, 0, 60), "max_tail": (float, 0, 600),
 }  # fmt: skip
 
 
@@ -115,6 +116,8 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .audio import BITS, DEFAULT_LOUDNESS_LUFS, FORMATS, MIN_LOUDNESS_LUFS, PEAK_CEILING_DBFS, SAMPLE_RATE_RANGE
+    from .recordings import MAX_OFFSET_S as REC_LEAD_IN_S
+    from .recordings import MAX_TAIL_S as REC_TAIL_S
 
     fmt = _HelpFormatter
     parser = _Parser(prog="pianosynth", description="Neural piano synthesis from MIDI.", formatter_class=fmt)
@@ -145,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["score", "performance"], default=None, help="feature channels (default: the config's)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="skip pieces longer than this")
     p.add_argument("--verify", action="store_true", help="also check every cached array against its hash; redo pieces that fail")
+    p.add_argument("--max-lead-in", type=POSITIVE, default=None, metavar="SECONDS", help=f"with --recordings: the largest offset between a recording and its MIDI searched, either way (default: {REC_LEAD_IN_S:g})")
+    p.add_argument("--max-tail", type=POSITIVE, default=None, metavar="SECONDS", help=f"with --recordings: how long a recording may still sound after the MIDI ends, e.g. a room's reverberation (default: {REC_TAIL_S:g})")
     p.set_defaults(func=cmd_prepare)
 
     p = command("info", "summarise a prepared cache")

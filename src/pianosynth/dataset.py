@@ -206,9 +206,10 @@ def file_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_key(sources: list[SourceFile], cfg: Config) -> str:
+def cache_key(sources: list[SourceFile], cfg: Config, limits=None) -> str:
     """Hash of (file list, feature config, render config): the cache folder's identity. A cache
-    of recordings adds the audio files and the recordings' settings."""
+    of recordings adds the audio files and the recordings' settings (``limits``: a
+    ``recordings.Limits``, None for its defaults)."""
     key = {
         "version": CACHE_VERSION,
         "files": [(s.rel, s.split) for s in sources],
@@ -216,10 +217,10 @@ def cache_key(sources: list[SourceFile], cfg: Config) -> str:
         "render": cfg.to_dict()["render"],
     }
     if cfg.render.source == "recorded":
-        from .recordings import settings
+        from .recordings import Limits, settings
 
         key["audio"] = [s.audio_rel for s in sources]
-        key["recordings"] = settings()
+        key["recordings"] = settings(limits or Limits())
     return stable_hash(key)
 
 
@@ -237,7 +238,8 @@ def save_json(path: Path, data: dict) -> None:
 
 
 def prepare_piece(
-    src: SourceFile, pieces_dir: Path, features: FeatureConfig, render_cfg: RenderConfig, max_seconds: float | None = MAX_SECONDS
+    src: SourceFile, pieces_dir: Path, features: FeatureConfig, render_cfg: RenderConfig, max_seconds: float | None = MAX_SECONDS,
+    limits=None,
 ) -> dict:
     """Features + reference audio for one file, written into ``pieces_dir``; returns its record.
 
@@ -247,9 +249,10 @@ def prepare_piece(
 
     With ``render_cfg.source == "recorded"`` the reference is ``src.audio``, aligned to the MIDI and
     levelled (``recordings.reference_from_recording``); a recording that is missing, unreadable,
-    misaligned or of another length skips the piece with its reason.
+    misaligned or of another length (``limits``: a ``recordings.Limits``, None for its defaults)
+    skips the piece with its reason.
     """
-    from .recordings import RecordingError, reference_from_recording
+    from .recordings import Limits, RecordingError, reference_from_recording
     from .render import RenderLimitError, render, to_int16
 
     pid = piece_id(src.rel)
@@ -276,7 +279,8 @@ def prepare_piece(
         try:
             # aligned to the note table's onsets: the clock of the notes the decoders are given
             y, corrections = reference_from_recording(
-                src.audio, notes[:, 2], notes[:, 1], perf.end_s, features.sample_rate, n_samples, src.audio_rel or src.rel
+                src.audio, notes[:, 2], notes[:, 1], perf.end_s, features.sample_rate, n_samples, src.audio_rel or src.rel,
+                limits or Limits(),
             )  # fmt: skip
         except RecordingError as e:
             return skip(e)
@@ -407,13 +411,15 @@ def prepare(
     progress: Callable[[Iterator, int], Iterator] | None = None,
     max_seconds: float | None = MAX_SECONDS,
     verify: bool = False,
+    limits=None,
 ) -> Path:
     """Builds (or finishes) the cache for ``sources`` and returns its folder.
 
     Pieces already finished by an earlier, interrupted run are kept and not redone, unless their
     arrays fail ``check_piece_arrays`` (with ``verify``, their hashes too, and a recording's hash
     against its file's): those are redone, as are pieces skipped under another ``max_seconds``. ``progress(iterator, total)`` may wrap the
-    iterator of finished pieces (e.g. with tqdm).
+    iterator of finished pieces (e.g. with tqdm). ``limits`` (a ``recordings.Limits``; None: its
+    defaults) bounds a recording's lead-in and tail.
     """
     from .render import check_renderer, remove_stale_render_folders
 
@@ -422,7 +428,7 @@ def prepare(
     if cfg.render.source == "fluidsynth":
         check_renderer(cfg.render)  # fail before any work if FluidSynth or the SoundFont is missing
     remove_stale_render_folders()  # left by a run killed with -9
-    cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg)}"
+    cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg, limits)}"
     pieces_dir = cache_dir / "pieces"
     pieces_dir.mkdir(parents=True, exist_ok=True)
     for stale in pieces_dir.glob(".*.tmp*"):  # left behind by a killed run
@@ -447,7 +453,7 @@ def prepare(
         if rec is not None:
             records[src.rel] = rec
         else:
-            todo.append((src, pieces_dir, cfg.features, cfg.render, max_seconds))
+            todo.append((src, pieces_dir, cfg.features, cfg.render, max_seconds, limits))
     if todo:
         if jobs > 1 and len(todo) > 1:
             import multiprocessing as mp
@@ -473,9 +479,9 @@ def prepare(
         ],
     }
     if cfg.render.source == "recorded":
-        from .recordings import settings
+        from .recordings import Limits, settings
 
-        manifest["recordings"] = settings()
+        manifest["recordings"] = settings(limits or Limits())
     save_json(cache_dir / MANIFEST, manifest)
     return cache_dir
 

@@ -31,6 +31,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             sources = find_sources(input_dir, column=args.column)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
+    limits = None
+    if args.max_lead_in is not None or args.max_tail is not None:
+        if not recorded:
+            raise UserError("--max-lead-in and --max-tail go with --recordings (or a MAESTRO CSV)")
+        from ..recordings import Limits
+
+        limits = Limits(
+            **({"max_lead_in_s": args.max_lead_in} if args.max_lead_in is not None else {}),
+            **({"max_tail_s": args.max_tail} if args.max_tail is not None else {}),
+        )
     sources = select_subset(sources, limit=args.limit, max_hours=args.max_hours)
     if not sources:
         raise UserError(f"{input_dir}: no MIDI files found")
@@ -38,7 +48,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     name = args.name or (input_dir.stem if maestro else input_dir.resolve().name)
     cache_dir = prepare(
         sources, Path(args.out), cfg, name=name, jobs=args.jobs, progress=progress("prepare"),
-        max_seconds=args.max_seconds, verify=args.verify,
+        max_seconds=args.max_seconds, verify=args.verify, limits=limits,
     )  # fmt: skip
     cache = Cache(cache_dir)
     for piece in cache.pieces:

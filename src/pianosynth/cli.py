@@ -171,9 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     lo, hi = SAMPLE_RATE_RANGE
     p = command("synthesize", "MIDI or a score -> audio with a trained model (one file, many, or folders)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="MIDI files, scores (.musicxml, .xml, .mxl, .mei, .krn) and folders (searched recursively for .mid/.midi/.musicxml/.mxl/.mei/.krn); '-' reads one MIDI file from stdin")
-    p.add_argument("-o", "--output", default=None, help="the output file for one input (.wav, .flac or .ogg); '-' writes WAV to stdout (default: beside the input, named after it)")
+    p.add_argument("-o", "--output", default=None, help="the output file for one input (.wav, .flac or .ogg); '-' writes to stdout, WAV or --format (default: beside the input, named after it)")
     p.add_argument("--out-dir", default=None, help="folder for the outputs, each named after its input and keeping its path below a given folder (default: beside each input)")
-    p.add_argument("--format", choices=[f.lstrip(".") for f in FORMATS], default="wav", help="output format when outputs are named after their inputs")
+    p.add_argument("--format", choices=[f.lstrip(".") for f in FORMATS], default=None, help="output format: of the outputs named after their inputs, or of -o - on stdout; with -o FILE, the file's suffix decides (default: wav)")
     p.add_argument("--bits", choices=BITS, default=None, help="sample format: 16- or 24-bit PCM, or 32-bit float (WAV only) (default: 16 for WAV and FLAC; Ogg Vorbis has none)")
     p.add_argument("--sample-rate", type=_number(int, lo, hi), default=None, help=f"output rate in Hz, {lo} to {hi}, resampled with soxr; the content still stops at the model's Nyquist frequency (default: the model's rate)")
     p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="1 (mono) or 2 (the same signal in both)")

@@ -118,7 +118,8 @@ def resolve_model(model: str | Path | None) -> Path:
 def read_performance(
     midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS, bpm: float | None = None
 ) -> Performance:
-    """Events from a MIDI or score path, its bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
+    """Events from a MIDI or score path, its bytes, a binary file object (``open(p, "rb")``,
+    ``io.BytesIO``; its ``name`` names it), a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
 
     A path (or ``name``, for bytes) ending in a score suffix (``scores.SCORE_SUFFIXES``: MusicXML,
     .mxl, MEI, Humdrum) is read by ``scores.read_score`` with tempo ``bpm`` (quarter notes per
@@ -132,6 +133,14 @@ def read_performance(
     from .scores import is_score, read_score
 
     suffix = ".mid"
+    if hasattr(midi, "read") and not isinstance(midi, (str, Path)):  # an open file, io.BytesIO
+        data = midi.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"a file-like midi must be opened in binary mode ('rb'), got {type(data).__name__} from read()")
+        own = getattr(midi, "name", None)
+        return read_performance(bytes(data), name=name or (str(own) if isinstance(own, (str, Path)) else None), max_seconds=max_seconds, bpm=bpm)
+    if isinstance(midi, os.PathLike):
+        midi = Path(midi)
     if isinstance(midi, (str, Path)):
         if is_score(midi):
             return read_score(midi, bpm=bpm, max_seconds=max_seconds)
@@ -153,7 +162,9 @@ def read_performance(
             midi.save(str(path))
 
     else:
-        raise TypeError(f"midi must be a path, bytes, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}")
+        raise TypeError(
+            f"midi must be a path, bytes, a binary file object, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}"
+        )
     with tempfile.TemporaryDirectory(prefix="pianosynth-midi-") as tmp:
         path = Path(tmp) / f"input{suffix}"
         write(path)
@@ -240,8 +251,8 @@ class Synth:
         progress: Callable[[float, float], None] | None = None,
         bpm: float | None = None,
     ) -> tuple[np.ndarray, int]:
-        """Synthesizes ``midi`` (a MIDI or score path, bytes, a ``pretty_midi.PrettyMIDI`` or a
-        ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
+        """Synthesizes ``midi`` (a MIDI or score path, bytes, a binary file object such as
+        ``io.BytesIO``, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
 
         Args:
             sample_rate: output rate in Hz (default: the model's), resampled with soxr.

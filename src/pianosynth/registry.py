@@ -57,11 +57,35 @@ class ModelInfo:
     bytes: int
     figures: dict | None = None  # {"mrstft", "loudness_r", "note_f1", "source": {...}} or None
     indexed: bool = True  # False: read from the checkpoint itself, not listed in index.json
+    data: str | None = None  # what it was trained on and the terms the weights inherit (index.json "data")
+
+    @property
+    def reference_credit(self) -> str:
+        """Who made the sampled instrument its reference audio was rendered with, and its licence."""
+        return reference_credit(self.soundfont)
 
     def figure(self, key: str, digits: int = 3) -> str:
         """A test figure as text, "-" where there is none."""
         value = (self.figures or {}).get(key)
         return "-" if value is None else f"{value:.{digits}f}"
+
+
+# The sampled instruments behind the references, by a part of the file's name (lowercase): their
+# makers and licences (FluidR3: /usr/share/doc/fluid-soundfont-gm/copyright).
+SAMPLED_INSTRUMENTS = (
+    ("fluidr3", "FluidR3 GM SoundFont by Frank Wen and contributors (MIT licence)"),
+    ("musescore_general", "MuseScore General SoundFont by S. Christian Collins (MIT licence)"),
+    ("salamander", "Salamander Grand Piano by Alexander Holm (CC BY 3.0)"),
+)
+
+
+def reference_credit(soundfont: str) -> str:
+    """The maker and licence of the sampled instrument in ``soundfont`` (a file name)."""
+    key = Path(soundfont).name.lower()
+    for part, credit in SAMPLED_INSTRUMENTS:
+        if part in key:
+            return credit
+    return f"{Path(soundfont).name} (maker and licence not recorded here)"
 
 
 def models_dir() -> Path:
@@ -176,6 +200,7 @@ def _info(name: str, path: Path, entry: dict, indexed: bool) -> ModelInfo:
         name=name, path=path, program=int(entry["program"]), instrument=entry["instrument"], family=entry["family"],
         soundfont=entry["soundfont"], sample_rate=int(entry["sample_rate"]), preset=entry["preset"],
         decoder=entry["decoder"], bytes=int(entry["bytes"]), figures=entry.get("figures"), indexed=indexed,
+        data=entry.get("data"),
     )  # fmt: skip
 
 
@@ -349,6 +374,8 @@ def add_model(
         entry["figures"] = figures_from_metrics(results, system=system, weights=entry["weights"])
     elif old.get("figures") and old.get("weights") == entry["weights"]:
         entry["figures"] = old["figures"]  # the same weights keep their figures
+    if old.get("data") and old.get("weights") == entry["weights"]:
+        entry["data"] = old["data"]  # and what they were trained on
     index[name] = entry
     write_index(index, folder)
     return _info(name, dst, entry, indexed=True)
@@ -367,4 +394,9 @@ def listing(models: dict[str, ModelInfo]) -> str:
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+    lines.append("")
+    lines.append("licences (the code is MIT; the weights carry their training data's terms):")
+    for m in models.values():
+        lines.append(f"  {m.name}: trained on {m.data or '(not recorded)'}")
+        lines.append(f"  {' ' * len(m.name)}  reference: {m.reference_credit}")
     return "\n".join(lines)

@@ -305,6 +305,8 @@ class Synth:
         fmt, subtype = subtype_for(out_path, bits)
         if out_path.exists() and not force:
             raise SynthesisError(f"{out_path} exists; pass --force to overwrite it")
+        if plot and not can_plot():
+            raise SynthesisError("--plot draws with matplotlib, which is not installed: pip install 'pianosynth[plot]'")
         if plot and out_path.with_suffix(".png").exists() and not force:
             raise SynthesisError(f"{out_path.with_suffix('.png')} exists; pass --force to overwrite it")
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -566,6 +568,13 @@ def check_synthesis_arguments(
     need(num(context_seconds) and 0 <= context_seconds <= 600, "context_seconds", context_seconds, "in [0, 600]")
     need(threads is None or (isinstance(threads, int) and 1 <= threads <= 1024), "threads", threads, "an integer in 1..1024")
     need(max_seconds is None or (num(max_seconds) and max_seconds > 0), "max_seconds", max_seconds, "a number of seconds > 0")
+
+
+def can_plot() -> bool:
+    """Whether matplotlib (the ``plot`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot_spectrogram(audio: np.ndarray, sample_rate: int, path: Path, title: str = "") -> None:

@@ -334,7 +334,10 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     writer = None
     metrics_file = None
     if writer_rank:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise TrainingError(f"training writes TensorBoard logs and needs {e.name or 'tensorboard'}: pip install 'pianosynth[train]'") from e
 
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=step)
         new_csv = not (run_dir / "metrics.csv").exists()

@@ -167,17 +167,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: synthesize a piece the project generates itself with the shipped model."""
     from ..examples import generate_piece
     from ..midi import write_midi
-    from ..synthesize import synthesize_file
+    from ..synthesize import can_plot, synthesize_file
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     midi = out / "demo.mid"
     write_midi(generate_piece(seed=args.seed, bars=args.bars), midi)
     print(f"wrote a generated piece to {midi}", file=sys.stderr)
-    result = synthesize_file(midi, out / "demo.wav", model_path=args.model, force=True, plot=True)
+    plot = can_plot()
+    result = synthesize_file(midi, out / "demo.wav", model_path=args.model, force=True, plot=plot)
     for w in result.warnings:
         warn(w)
     print(result.path)
-    print(result.plot)
+    if plot:
+        print(result.plot)
+    else:
+        print("no spectrogram: matplotlib is not installed (pip install 'pianosynth[plot]')", file=sys.stderr)
     print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, peak {result.peak:.3f}", file=sys.stderr)
     return 0

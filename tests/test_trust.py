@@ -166,3 +166,60 @@ def test_a_client_that_disconnects_stops_its_render(tiny_model, tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+# ---------------------------------------------------------------------------------------------
+# No user file touched
+# ---------------------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid
+
+
+def test_a_users_file_that_looks_like_an_old_temporary_name_survives(tmp_path, tiny_model):
+    from pianosynth.synthesize import synthesize_file
+
+    song = tmp_path / "song.mid"
+    write_midi(generate_piece(seed=1, bars=1), song)
+    pid = _dead_pid()
+    users = [tmp_path / ".thesis.tmp1999.docx", tmp_path / f".song.wav.tmp{pid}.wav", tmp_path / f".notes.raw{pid}",
+             tmp_path / f".x.{pid}.pianosynth-tmp.txt"]  # fmt: skip
+    for i, path in enumerate(users):
+        path.write_bytes(b"the user's own %d" % i)
+    synthesize_file(song, tmp_path / "song.wav", model_path=tiny_model, threads=1)
+    for i, path in enumerate(users):
+        assert path.read_bytes() == b"the user's own %d" % i
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in users] + ["song.mid", "song.wav"])
+
+
+def test_temporary_names_are_unpredictable_and_a_planted_symlink_is_never_followed(tmp_path):
+    import os
+
+    from pianosynth.fileio import TEMP_MARKER, atomic_write, remove_stale_temps, temp_path
+
+    names = {temp_path(tmp_path / "out.wav", ".wav").name for _ in range(20)}
+    assert len(names) == 20 and all(TEMP_MARKER in n and n.endswith(".wav") for n in names)
+    for n in names:
+        (tmp_path / n).unlink()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    # plant symlinks under every name the old scheme would use, and under our marker with a dead pid
+    pid = _dead_pid()
+    for planted in (f".out.txt.tmp{os.getpid()}", f".out.txt.{pid}.{TEMP_MARKER}abcdef12"):
+        (tmp_path / planted).symlink_to(victim)
+    atomic_write(tmp_path / "out.txt", lambda p: p.write_text("new"))
+    assert (tmp_path / "out.txt").read_text() == "new" and victim.read_text() == "precious"
+    assert remove_stale_temps(tmp_path) == []  # a symlink is never ours to remove
+    assert victim.read_text() == "precious"
+    # a failing writer leaves nothing of ours behind, and nothing else is removed
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "bad.txt", lambda p: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["victim.txt", "out.txt", f".out.txt.tmp{os.getpid()}", f".out.txt.{pid}.{TEMP_MARKER}abcdef12"]
+    )

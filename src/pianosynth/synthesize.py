@@ -45,7 +45,7 @@ from .audio import (
     subtype_for,
 )
 from .features import compute_features, compute_notes
-from .fileio import atomic_write, remove_stale_temps
+from .fileio import atomic_write, remove_stale_temps, replacing
 from .midi import MAX_SECONDS, MidiError, Performance, performance_from_pretty_midi, read_midi
 from .registry import DEFAULT_MODEL, find_instrument, model_files
 from .routing import Part, Route, Router
@@ -299,20 +299,16 @@ class Synth:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(out_path.parent, os.W_OK):
             raise SynthesisError(f"{out_path.parent}: folder is not writable")
-        remove_stale_temps(out_path.parent)  # .NAME.tmp<pid> of a synthesis that was killed
-        tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}{out_path.suffix}")
-
-        def open_sink(sr: int, channels: int):
-            return _FileSink(tmp, sr, channels, fmt, subtype)
-
+        remove_stale_temps(out_path.parent)  # temporaries of a synthesis that was killed (fileio)
         try:
-            result = self._render(midi, open_sink, **options)
-            os.replace(tmp, out_path)
+            with replacing(out_path, suffix=out_path.suffix) as tmp:  # an unpredictable name, O_EXCL
+
+                def open_sink(sr: int, channels: int):
+                    return _FileSink(tmp, sr, channels, fmt, subtype)
+
+                result = self._render(midi, open_sink, **options)
         except sf.LibsndfileError as e:  # a full disk or a vanished folder reads "System error"
             raise SynthesisError(f"{out_path}: cannot write the audio ({e}); is the disk full?") from e
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         result.path = out_path
         if plot:
             result.plot = out_path.with_suffix(".png")

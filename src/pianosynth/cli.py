@@ -254,7 +254,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         raise UserError("--skip-existing and --force contradict each other")
     options = dict(
         sample_rate=args.sample_rate, channels=args.channels, chunk_seconds=args.chunk_seconds,
-        context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, **_level(args),
+        context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, limits=_limits(args), **_level(args),
     )  # fmt: skip
     if args.output is not None:
         target = Path(args.output) if args.output != "-" else Path("stdout.wav")
@@ -308,8 +308,12 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             try:
                 result = synth.render_to_file(job.source, job.output, force=args.force, bits=args.bits, plot=args.plot, **options)
             except (MidiError, SynthesisError, ConfigError, ValueError, OSError) as e:
-                failed.append((job.source, str(e)))
+                failed.append((job.source, " ".join(str(e).split())))
                 continue
+            except KeyboardInterrupt:  # say what is on disk: the outputs listed above are whole
+                bar.close()
+                print(f"interrupted: {written} output(s) written before it (listed above), the one for {job.source} was not", file=sys.stderr)
+                return EXIT_INTERRUPTED
             written += 1
             audio_s += result.seconds
             for m in result.messages:
@@ -351,10 +355,11 @@ def _copy_to_stdout(f) -> None:
     try:
         shutil.copyfileobj(f, sys.stdout.buffer)
         sys.stdout.buffer.flush()
-    except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): the audio was not all delivered
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet
+        raise UserError("stdout was closed before all the audio was written (broken pipe)") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +456,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _warn(f"serving on {args.host}: anyone who can reach this machine can render with it")
     print(f"pianosynth page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
-    serve(args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds, threads=args.threads)
+    serve(args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds, threads=args.threads, limits=_limits(args))
     return 0
 
 
@@ -585,6 +590,26 @@ def check_numbers(args: argparse.Namespace) -> None:
             raise UserError(f"{option} must be {'an integer' if kind is int else 'a finite number'} {allowed}, got {value}")
 
 
+def _limit_help() -> str:
+    from dataclasses import fields
+
+    from .midi import Limits
+
+    return "raise or lower one limit of the job's budget (repeatable): " + ", ".join(f"{f.name} (default {f.default:g})" for f in fields(Limits))
+
+
+LIMIT_HELP = _limit_help()
+
+
+def _limits(args: argparse.Namespace):
+    from .midi import Limits, MidiError
+
+    try:
+        return Limits.parse(getattr(args, "limits", []))
+    except MidiError as e:
+        raise UserError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .audio import BITS, DEFAULT_LOUDNESS_LUFS, FORMATS, MIN_LOUDNESS_LUFS, PEAK_CEILING_DBFS, SAMPLE_RATE_RANGE
 
@@ -659,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-seconds", type=NON_NEGATIVE, default=2.0, help="context on each side of a chunk")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads, each synthesizing its share of the chunks (default: torch's count)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="refuse pieces longer than this")
+    p.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=VALUE", help=LIMIT_HELP)
     p.add_argument("--bpm", type=_number(float, 1, 1000), default=None, help="a score's tempo in quarter notes per minute, for the whole piece (default: the score's tempo marks and words; MIDI files keep their own tempo)")
     p.set_defaults(func=cmd_synthesize)
 
@@ -691,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=POSITIVE, default=2.0, help="largest MIDI upload in MB")
     p.add_argument("--max-seconds", type=POSITIVE, default=600.0, help="longest rendered audio per request, in seconds")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
+    p.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=VALUE", help=LIMIT_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = command("export", "slim a checkpoint for shipping (drops optimizer state); --name ships it as a named model")

@@ -234,9 +234,11 @@ def create_app(
     threads: int | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
+    limits=None,
 ) -> Starlette:
     """The page and its API. ``models``: name -> checkpoint (default: the shipped models);
-    ``host``, ``port``: the address it is served at (requests for another are refused)."""
+    ``host``, ``port``: the address it is served at (requests for another are refused);
+    ``limits``: each render's budget (``midi.Limits``, default its defaults)."""
     from .synthesize import shipped_models
 
     models = dict(models) if models is not None else shipped_models()
@@ -265,7 +267,7 @@ def create_app(
         def work(job: RenderJob) -> bytes:
             with tempfile.TemporaryDirectory(prefix="pianosynth-serve-") as tmp:
                 out = Path(tmp) / "out.wav"
-                result = synth(name).render_to_file(midi, out, name=label, max_seconds=max_seconds, progress=job.report)
+                result = synth(name).render_to_file(midi, out, name=label, max_seconds=max_seconds, limits=limits, progress=job.report)
                 job.warnings = list(result.warnings)
                 return out.read_bytes()
 

@@ -70,7 +70,7 @@ def test_bad_input_is_a_midi_error_naming_the_input(synth, tmp_path):
         synth.render(b"not midi at all")
     with pytest.raises(MidiError, match="no such file"):
         synth.render(tmp_path / "missing.mid")
-    with pytest.raises(TypeError, match="midi must be"):
+    with pytest.raises(MidiError, match="midi must be"):
         synth.render(12)
 
 
@@ -304,7 +304,7 @@ def test_a_binary_file_object_renders_like_the_path(synth, piece):
     assert np.array_equal(from_buffer, expected) and np.array_equal(from_file, expected)
     with pytest.raises(MidiError, match="^<bytes>: "):
         synth.render(io.BytesIO(b"junk"))
-    with open(piece, encoding="latin-1") as text, pytest.raises(TypeError, match=r"binary mode \('rb'\)"):
+    with open(piece, encoding="latin-1") as text, pytest.raises(MidiError, match=r"binary mode \('rb'\)"):
         synth.render(text)
 
 

@@ -114,6 +114,17 @@ def check_numbers(args: argparse.Namespace) -> None:
             raise UserError(f"{option} must be {'an integer' if kind is int else 'a finite number'} {allowed}, got {value}")
 
 
+def _limit_help() -> str:
+    from dataclasses import fields
+
+    from .midi import Limits
+
+    return "raise or lower one limit of the job's budget (repeatable): " + ", ".join(f"{f.name} (default {f.default:g})" for f in fields(Limits))
+
+
+LIMIT_HELP = _limit_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .audio import BITS, DEFAULT_LOUDNESS_LUFS, FORMATS, MIN_LOUDNESS_LUFS, PEAK_CEILING_DBFS, SAMPLE_RATE_RANGE
     from .recordings import MAX_OFFSET_S as REC_LEAD_IN_S
@@ -200,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-seconds", type=NON_NEGATIVE, default=2.0, help="context on each side of a chunk")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads, each synthesizing its share of the chunks (default: torch's count)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="refuse pieces longer than this")
+    p.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=VALUE", help=LIMIT_HELP)
     p.add_argument("--bpm", type=_number(float, 1, 1000), default=None, help="a score's tempo in quarter notes per minute, for the whole piece (default: the score's tempo marks and words; MIDI files keep their own tempo)")
     p.set_defaults(func=cmd_synthesize)
 
@@ -232,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=POSITIVE, default=2.0, help="largest MIDI upload in MB")
     p.add_argument("--max-seconds", type=POSITIVE, default=600.0, help="longest rendered audio per request, in seconds")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
+    p.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=VALUE", help=LIMIT_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = command("export", "slim a checkpoint for shipping (drops optimizer state); --name ships it as a named model")

@@ -243,9 +243,11 @@ def create_app(
     threads: int | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
+    limits=None,
 ) -> Starlette:
     """The page and its API. ``models``: name -> checkpoint (default: the shipped models);
-    ``host``, ``port``: the address it is served at (requests for another are refused)."""
+    ``host``, ``port``: the address it is served at (requests for another are refused);
+    ``limits``: each render's budget (``midi.Limits``, default its defaults)."""
     from .synthesize import shipped_models
 
     models = dict(models) if models is not None else shipped_models()
@@ -299,7 +301,7 @@ def create_app(
             with tempfile.TemporaryDirectory(prefix="pianosynth-serve-") as tmp:
                 out = Path(tmp) / f"out.{options['format']}"
                 result = synth(name).render_to_file(
-                    midi, out, name=label, max_seconds=max_seconds, progress=job.report, plot=plot, **render
+                    midi, out, name=label, max_seconds=max_seconds, limits=limits, progress=job.report, plot=plot, **render
                 )  # fmt: skip
                 job.warnings = list(result.warnings)
                 extra.update(

@@ -394,3 +394,4 @@ def test_models_names_each_shipped_models_training_data_terms_and_its_reference(
     assert all(r["data"] and r["reference_credit"] for r in rows)
     assert registry.reference_credit("/x/SalamanderGrandPianoV3.sfz") == "Salamander Grand Piano by Alexander Holm (CC BY 3.0)"
     assert registry.reference_credit("mine.sf2") == "mine.sf2 (maker and licence not recorded here)"
+    assert registry.reference_credit("/home/u/.cache/pianosynth/grand/grand.sfz").startswith("Salamander Grand Piano by Alexander Holm")

@@ -76,6 +76,7 @@ SAMPLED_INSTRUMENTS = (
     ("fluidr3", "FluidR3 GM SoundFont by Frank Wen and contributors (MIT licence)"),
     ("musescore_general", "MuseScore General SoundFont by S. Christian Collins (MIT licence)"),
     ("salamander", "Salamander Grand Piano by Alexander Holm (CC BY 3.0)"),
+    ("grand.sfz", "Salamander Grand Piano by Alexander Holm (CC BY 3.0), played by sfizz"),  # prepare --reference grand
 )
 
 

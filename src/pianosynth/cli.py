@@ -222,8 +222,8 @@ def _level(args: argparse.Namespace) -> dict:
 def _describe(result) -> str:
     import math
 
-    out_lufs = result.loudness_lufs + result.gain_db + 10 * math.log10(result.channels)  # BS.1770 sums the channels
-    level = f"{out_lufs:.1f} LUFS" if math.isfinite(out_lufs) else "silent"
+    out_lufs = result.loudness_lufs  # measured on the file written
+    level = f"{out_lufs:.1f} LUFS, peak {result.peak:.3f}" if math.isfinite(out_lufs) else "silent"
     return (
         f"{result.seconds:.1f} s at {result.sample_rate} Hz, {result.channels} channel(s), {level} "
         f"(gain {result.gain_db:+.1f} dB), in {result.compute_seconds:.1f} s ({result.realtime_factor:.0f}x real time)"
@@ -378,7 +378,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _warn(w)
     print(result.path)
     print(result.plot)
-    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, peak {result.peak:.3f}", file=sys.stderr)
+    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, {result.loudness_lufs:.1f} LUFS, peak {result.peak:.3f} (of the file)", file=sys.stderr)
     return 0
 
 
@@ -643,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=[f.lstrip(".") for f in FORMATS], default="wav", help="output format when outputs are named after their inputs")
     p.add_argument("--bits", choices=BITS, default=None, help="sample format: 16- or 24-bit PCM, or 32-bit float (WAV only) (default: 16 for WAV and FLAC; Ogg Vorbis has none)")
     p.add_argument("--sample-rate", type=_number(int, lo, hi), default=None, help=f"output rate in Hz, {lo} to {hi}, resampled with soxr; the content still stops at the model's Nyquist frequency (default: the model's rate)")
-    p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="1 (mono) or 2 (the same signal in both)")
+    p.add_argument("--channels", type=int, choices=[1, 2], default=None, help="1 (mono) or 2 (stereo; a mono model's signal in both) (default: the model's own)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("--loudness", type=_number(float, MIN_LOUDNESS_LUFS, 0, low_open=True), default=DEFAULT_LOUDNESS_LUFS, metavar="LUFS",
                        help=f"integrated loudness target (ITU-R BS.1770), under a {PEAK_CEILING_DBFS:g} dBFS sample-peak ceiling")  # fmt: skip

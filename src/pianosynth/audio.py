@@ -408,9 +408,9 @@ def pcm_block(a: np.ndarray, subtype: str) -> np.ndarray:
 class AudioWriter:
     """A sound file written block by block: (channels, samples) float blocks in, clipped to
     [-1, 1] and converted once (``pcm_block``), so writing a signal in any number of blocks gives
-    the same file as writing it in one (tested). ``write`` returns the samples as the file holds
-    them, as float: exact for 16-bit PCM and float, within 24-bit rounding for 24-bit, the input to
-    the codec for Vorbis. That is what ``synthesize`` measures and reports."""
+    the same file as writing it in one (tested). ``write`` returns the samples as a reader gets
+    them back as float: exact for 16-bit PCM (n / 32768, as soundfile and sox scale it) and float,
+    within 24-bit rounding for 24-bit, the input to the codec for Vorbis. That is what ``synthesize`` measures and reports."""
 
     def __init__(self, path: str | Path, sample_rate: int, channels: int, fmt: str, subtype: str):
         import soundfile as sf
@@ -436,5 +436,5 @@ class AudioWriter:
         data = pcm_block(block, self.subtype)  # (samples, channels)
         self.file.write(data)
         if self.subtype == "PCM_16":
-            return data.T.astype(np.float32) / np.float32(32767.0)
+            return data.T.astype(np.float32) / np.float32(32768.0)  # as readers scale it (soundfile, sox)
         return data.T

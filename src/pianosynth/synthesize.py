@@ -403,8 +403,9 @@ class Synth:
         """The model over a whole feature sequence in chunks, split between ``threads`` threads of
         one torch thread each, as every render runs it (``evaluate`` times this too).
 
-        x: (frames, in_channels), notes: (notes, 4) or None -> yields (channels, samples) float32
-        blocks: a decoder's (samples,) output is one channel, a stereo decoder's (2, samples) two.
+        x: (frames, in_channels), notes: (notes, 4) or None -> yields float32 blocks as the
+        decoder makes them: (samples,) from a mono decoder, (channels, samples) from a stereo one
+        (``audio.as_channels`` reads both as (channels, samples)).
         """
         fr = self.config.features.frame_rate
         chunk = max(1, round(chunk_seconds * fr))
@@ -417,7 +418,7 @@ class Synth:
             for block in self.model.synthesize(
                 x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes
             ):
-                yield as_channels(block.numpy())
+                yield block.numpy()
         finally:
             torch.set_num_threads(torch_threads)
 
@@ -442,7 +443,7 @@ def _mix_parts(parts, tmp: Path, sr: int, channels: int | None, loudness: bool, 
         part_sr, n, path = synth.sample_rate, 0, tmp / f"part{i}.wav"
         with contextlib.ExitStack() as stack:
             f = None
-            for a in synth.blocks(x, notes, chunk_seconds, context_seconds):  # (channels, samples)
+            for a in map(as_channels, synth.blocks(x, notes, chunk_seconds, context_seconds)):  # (channels, samples)
                 if f is None:
                     f = stack.enter_context(sf.SoundFile(path, "w", samplerate=part_sr, channels=len(a), subtype="FLOAT"))
                     if direct:

@@ -456,7 +456,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .train import export_checkpoint
+    from .checkpoint import export_checkpoint
 
     if (args.output is None) == (args.name is None):
         raise UserError("give -o FILE for a slim copy, or --name NAME to ship it in the models folder")
@@ -718,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .audio import OutputError
     from .batch import BatchError
+    from .checkpoint import CheckpointError
     from .config import ConfigError
     from .dataset import CacheError
     from .midi import MidiError
@@ -740,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UserError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError, EvaluationError, OutputError, BatchError, RegistryError) as e:
+    except (UserError, CheckpointError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError, EvaluationError, OutputError, BatchError, RegistryError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -6,13 +6,15 @@ the CLI, a batch or the local page, takes one path (``Synth._render``):
 1. the MIDI (a path, bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``) becomes events,
    and features and the note table come from them exactly as ``prepare`` computes them, with the
    feature config stored in the checkpoint;
-2. the model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``) and its float
-   output goes to a temporary file block by block while its loudness and peak are measured
-   (``audio.LoudnessMeter``). A synthesizer loaded without a named model routes each General
-   MIDI program to a shipped model (``routing``); several parts are rendered one by one and their
-   sum is what is measured and written (``_mix_parts``);
+2. each model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``) and its float
+   output, (channels, samples) at the model's own rate, goes to a temporary file block by block.
+   A synthesizer loaded without a named model routes each General MIDI program to a shipped model
+   (``routing``); several parts are rendered one by one, each resampled to the highest of their
+   rates, and summed, a mono part spread to both channels of a stereo mix (``_mix_parts``). The
+   mix is metered as it will be written (``audio.LoudnessMeter``: loudness and peak);
 3. a second pass reads it back in blocks, applies the chosen gain (``audio.choose_gain``),
-   resamples (``audio.Resampler``), makes the channels and writes the output.
+   makes the channels, resamples (``audio.Resampler``) and writes the output
+   (``audio.AudioWriter``), metering what is written: the level and peak reported are the file's.
 
 So a 30-minute piece never holds 30 minutes of activations, and the level costs no extra memory.
 """
@@ -54,8 +56,16 @@ from .registry import DEFAULT_MODEL, find_instrument, model_files
 from .routing import Part, Route, Router
 from .checkpoint import model_from_checkpoint
 
-BLOCK = 1 << 18  # samples per read/write block in the second pass
-
+BLOCK = 1 << 16  # samples per read/write block of the mix and the second pass
+# Frames of feature windows that go through the encoder at once. Batching is what makes a
+# recurrent network fast on a CPU, and it is also the render's largest transient: the GRU's gates
+# and outputs for every frame of the batch, about 8 KB a frame, 260 MB at 32768 frames. The rest
+# of the peak grows with the piece (uint8 features, 16 KB a second; the conditioning, 8 KB a
+# second), so a long piece runs smaller batches: a 59-minute render peaked at 735 MB with 32768
+# and 563 MB with 16384, whose conditioning was 1.5 x slower (docs/speed.md).
+MAX_BATCH_FRAMES = 32768
+LONG_PIECE_BATCH_FRAMES = 16384
+LONG_PIECE_SECONDS = 20 * 60
 
 class SynthesisError(RuntimeError):
     """The output cannot be written as asked (exists, unknown format, no model)."""
@@ -416,7 +426,8 @@ class Synth:
         try:
             torch.set_num_threads(1)
             for block in self.model.synthesize(
-                x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes
+                x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes,
+                max_batch_frames=MAX_BATCH_FRAMES if len(x) <= LONG_PIECE_SECONDS * fr else LONG_PIECE_BATCH_FRAMES,
             ):
                 yield block.numpy()
         finally:

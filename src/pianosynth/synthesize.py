@@ -67,6 +67,7 @@ MAX_BATCH_FRAMES = 32768
 LONG_PIECE_BATCH_FRAMES = 16384
 LONG_PIECE_SECONDS = 20 * 60
 
+
 class SynthesisError(RuntimeError):
     """The output cannot be written as asked (exists, unknown format, no model)."""
 

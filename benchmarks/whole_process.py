@@ -114,14 +114,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], help="systems to leave out (names as printed)")
+    parser.add_argument("--imports-only", action="store_true", help="time the imports and stop")
     args = parser.parse_args()
     py = sys.executable
     ours = [py, "-m", "pianosynth"]  # this checkout's code, as the console script runs it
     fluidsynth = shutil.which("fluidsynth")
     sfizz_missing = sfizz_available()
     piano = piano16()
-    torch_s = statistics.median(run_measured([py, "-c", "import torch"])[0] for _ in range(args.repeats))
-    print(f"import torch alone: {torch_s:.2f} s (median of {args.repeats}); --threads {args.threads}")
+    imports = {}
+    for module in ("pianosynth", "torch", "pianosynth.synthesize"):
+        code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+        imports[module] = statistics.median(float(run_measured([py, "-c", code])[2]) for _ in range(args.repeats))
+    torch_s = imports["torch"]
+    print(", ".join(f"import {m}: {s:.3f} s" for m, s in imports.items()) + f" (in-process, medians of {args.repeats})")
+    if args.imports_only:
+        return
+    print(f"--threads {args.threads}")
     if sfizz_missing:
         print(f"sfizz (grand reference) skipped: {sfizz_missing}")
     pieces = [(Path(args.midi), None)] if args.midi else [(None, m) for m in args.minutes]

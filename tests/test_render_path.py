@@ -109,7 +109,7 @@ class StubSynth(Synth):
     def __init__(self, rate: int, channels: int, seed: int):
         fc = FeatureConfig(sample_rate=16000)
         cfg = type("Cfg", (), {"features": fc, "model": None, "render": None})()
-        model = type("Model", (), {"needs_notes": False})()
+        model = type("Model", (), {"needs_notes": False, "hop_samples": fc.hop_samples})()
         super().__init__(model, cfg, "stub.pt")
         self.rate, self.channels, self.seed = rate, channels, seed
 

@@ -62,7 +62,7 @@ def check_sample_rate(sample_rate: int) -> int:
 
 
 def check_channels(channels: int) -> int:
-    if channels not in (1, 2):
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels not in (1, 2):
         raise OutputError(f"channels must be 1 or 2, got {channels!r}")
     return channels
 

@@ -50,8 +50,8 @@ from .audio import (
     subtype_for,
 )
 from .features import compute_features, compute_notes
-from .fileio import atomic_write, remove_stale_temps
-from .midi import MAX_SECONDS, MidiError, Performance, performance_from_pretty_midi, read_midi
+from .fileio import atomic_write, remove_stale_temps, replacing
+from .midi import MAX_SECONDS, Limits, MidiError, Performance, check_limits, performance_from_pretty_midi, read_midi
 from .registry import DEFAULT_MODEL, find_instrument, model_files
 from .routing import Part, Route, Router
 from .checkpoint import model_from_checkpoint
@@ -130,7 +130,8 @@ def resolve_model(model: str | Path | None) -> Path:
 
 
 def read_performance(
-    midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS, bpm: float | None = None
+    midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS, bpm: float | None = None,
+    limits: Limits | None = None,
 ) -> Performance:
     """Events from a MIDI or score path, its bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
 
@@ -141,21 +142,30 @@ def read_performance(
 
     Bytes and mido objects are written to a temporary file and read from there, so every kind of
     input meets the same checks; errors name ``name`` (default "<bytes>" or "<mido.MidiFile>")
-    instead of the temporary file.
+    instead of the temporary file. Every kind meets the same budget (``max_seconds`` and
+    ``limits``, default ``midi.Limits()``) before anything is allocated for it.
+
+    Raises:
+        MidiError: for an input of any other type, or any value it cannot use.
     """
     from .scores import is_score, read_score
 
+    limits = limits or Limits()
     suffix = ".mid"
     if isinstance(midi, (str, Path)):
         if is_score(midi):
-            return read_score(midi, bpm=bpm, max_seconds=max_seconds)
-        return _midi_bpm_warning(read_midi(midi, max_seconds=max_seconds), bpm, str(midi))
+            return read_score(midi, bpm=bpm, max_seconds=max_seconds, limits=limits)
+        return _midi_bpm_warning(read_midi(midi, max_seconds=max_seconds, limits=limits), bpm, str(midi))
     if type(midi).__name__ == "PrettyMIDI":
-        return _midi_bpm_warning(performance_from_pretty_midi(midi, name=name or "<PrettyMIDI>"), bpm, name or "<PrettyMIDI>")
+        label = name or "<PrettyMIDI>"
+        perf = performance_from_pretty_midi(midi, name=label, limits=limits)
+        check_limits(perf, max_seconds, name=label, limits=limits)
+        return _midi_bpm_warning(perf, bpm, label)
     if isinstance(midi, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
         if name is not None and is_score(name):
             suffix = Path(name).suffix.lower()
+        limits.check(label, "a file of", len(midi) / 2**20, "input_mib", " MiB")
 
         def write(path: Path) -> None:
             path.write_bytes(bytes(midi))
@@ -164,15 +174,18 @@ def read_performance(
         label = name or "<mido.MidiFile>"
 
         def write(path: Path) -> None:
-            midi.save(str(path))
+            try:
+                midi.save(str(path))
+            except (TypeError, ValueError, AttributeError, OverflowError, KeyError, IndexError) as e:
+                raise MidiError(f"{label}: not a usable mido.MidiFile ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
     else:
-        raise TypeError(f"midi must be a path, bytes, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}")
+        raise MidiError(f"midi must be a path, bytes, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}")
     with tempfile.TemporaryDirectory(prefix="pianosynth-midi-") as tmp:
         path = Path(tmp) / f"input{suffix}"
         write(path)
         try:
-            perf = read_performance(path, max_seconds=max_seconds, bpm=bpm)
+            perf = read_performance(path, max_seconds=max_seconds, bpm=bpm, limits=limits)
         except MidiError as e:
             raise type(e)(str(e).replace(str(path), label)) from e
     perf.warnings = [w.replace(str(path), label) for w in perf.warnings]
@@ -253,6 +266,8 @@ class Synth:
         context_seconds: float = 2.0,
         progress: Callable[[float, float], None] | None = None,
         bpm: float | None = None,
+        max_seconds: float | None = MAX_SECONDS,
+        limits: Limits | None = None,
     ) -> tuple[np.ndarray, int]:
         """Synthesizes ``midi`` (a MIDI or score path, bytes, a ``pretty_midi.PrettyMIDI`` or a
         ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
@@ -269,13 +284,20 @@ class Synth:
             chunk_seconds, context_seconds: the chunk core and the context on each side.
             progress: called as ``progress(seconds_done, seconds_total)`` while the model runs.
             bpm: a score's tempo in quarter notes per minute, instead of its own marks.
+            max_seconds, limits: the budget (``midi.Limits``), checked before anything is
+                allocated; None for ``max_seconds`` lifts the length limit.
 
         Returns:
             (audio, sample_rate): audio float32 (channels, samples).
+
+        Raises:
+            MidiError: an input of any type or value that cannot be used, or one over the budget.
+            OutputError: an option of the wrong type or out of range.
         """
         result = self.render_result(
             midi, sample_rate=sample_rate, channels=channels, loudness=loudness, gain_db=gain_db, peak=peak,
             chunk_seconds=chunk_seconds, context_seconds=context_seconds, progress=progress, bpm=bpm,
+            max_seconds=max_seconds, limits=limits,
         )  # fmt: skip
         return result.audio, result.sample_rate
 
@@ -303,7 +325,7 @@ class Synth:
     ) -> SynthesisResult:
         """Synthesizes ``midi`` into ``path``: .wav (16-bit, 24-bit or float), .flac (16 or 24)
         or .ogg (Vorbis). ``bits`` is "16" (default), "24" or "float". An existing file is kept
-        unless ``force``; the file appears whole or not at all (``fileio.atomic_write``).
+        unless ``force``; the file appears whole or not at all (``fileio.replacing``).
         ``plot`` also writes a spectrogram PNG beside it. Other options as for ``render``.
         The result's level and peak are those of the file written."""
         out_path = Path(path)
@@ -315,17 +337,12 @@ class Synth:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(out_path.parent, os.W_OK):
             raise SynthesisError(f"{out_path.parent}: folder is not writable")
-        remove_stale_temps(out_path.parent)  # the temporary file of a synthesis that was killed
-        results: list[SynthesisResult] = []
-
-        def write(tmp: Path) -> None:
-            results.append(self._render(midi, lambda sr, channels: AudioWriter(tmp, sr, channels, fmt, subtype), **options))
-
+        remove_stale_temps(out_path.parent)  # temporaries of a synthesis that was killed (fileio)
         try:
-            atomic_write(out_path, write, suffix=out_path.suffix)
+            with replacing(out_path, suffix=out_path.suffix) as tmp:  # an unpredictable name, O_EXCL
+                result = self._render(midi, lambda sr, channels: AudioWriter(tmp, sr, channels, fmt, subtype), **options)
         except sf.LibsndfileError as e:  # a full disk or a vanished folder reads "System error"
             raise SynthesisError(f"{out_path}: cannot write the audio ({e}); is the disk full?") from e
-        result = results[0]
         result.path = out_path
         if plot:
             result.plot = out_path.with_suffix(".png")
@@ -350,6 +367,7 @@ class Synth:
         name: str | None = None,
         max_seconds: float | None = MAX_SECONDS,
         bpm: float | None = None,
+        limits: Limits | None = None,
     ) -> SynthesisResult:
         """The one rendering path (see the module's docstring); ``open_sink(sr, channels)`` gives
         a context manager whose ``write`` takes (channels, samples) float32 blocks and returns them
@@ -361,7 +379,10 @@ class Synth:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (positive and value == 0):
                 raise OutputError(f"{option} must be a finite number {'above' if positive else 'of at least'} 0, got {value!r}")
         t0 = time.perf_counter()
-        perf = read_performance(midi, name=name, max_seconds=max_seconds, bpm=bpm)  # refused before any allocation
+        limits = limits if limits is not None else Limits()
+        if not isinstance(limits, Limits):
+            raise OutputError(f"limits must be a pianosynth.midi.Limits, got {type(limits).__name__}")
+        perf = read_performance(midi, name=name, max_seconds=max_seconds, bpm=bpm, limits=limits)  # refused before any allocation
         label = name or (str(midi) if isinstance(midi, (str, Path)) else "the MIDI")
         route = self.router.route(perf, label) if self.router is not None else Route([Part(None, perf.programs, perf)])
         parts = []  # (synth, features, note table) of each part, all checked before any model runs
@@ -373,6 +394,8 @@ class Synth:
             if max_seconds is not None and total_s > max_seconds:
                 raise SynthesisError(f"{label}: {total_s:.0f} s of audio is over the limit of {max_seconds:g} s")
             notes = compute_notes(part.perf, fc, len(x) * fc.hop_samples) if synth.model.needs_notes else None
+            need = chunk_bytes(synth.model, len(x), notes, round(chunk_seconds * fc.frame_rate), round(context_seconds * fc.frame_rate))
+            limits.check(label, "the synthesis of its densest chunk needs about", need / 2**20, "chunk_mib", " MiB")  # per thread
             parts.append((synth, x, notes))
         sr = max(synth.sample_rate for synth, _, _ in parts)  # of the mix: no part loses its band
         out_sr = asked_sr if asked_sr is not None else sr
@@ -433,6 +456,45 @@ class Synth:
                 yield block.numpy()
         finally:
             torch.set_num_threads(torch_threads)
+
+
+VOICE_ROW_BYTES_PER_HOP_SAMPLE = 28  # voices decoder: bytes per (voice, frame) row per sample of hop (measured: docs/reliability.md)
+FRAME_BYTES_PER_SAMPLE = 16  # other decoders: the output buffers of a batch of windows, float32, ~4 copies
+
+
+def chunk_bytes(model, frames: int, notes, chunk_frames: int, context_frames: int, workers: int = 1) -> int:
+    """The memory the synthesis of ``model`` needs for its largest chunk, from the sizes alone,
+    before anything runs (issue 20; checked against ``Limits.chunk_mib``). ``workers`` threads
+    each render a chunk (a block) at once.
+
+    The voices decoder renders blocks of ``block_frames`` with a margin on each side, one row per
+    (voice, frame) sounding in it, a voice lasting from its onset to ``voice_end``: the largest
+    block's row count, from a running sum of the voices alive in each frame, times the bytes of a
+    row. Other decoders run a batch of windows of the chunk plus its context at once
+    (``PianoSynth.synthesize``): their output samples.
+
+    frames: the piece's feature frames; notes: its note table (notes, 4) or None.
+    """
+    hop = model.hop_samples
+    if frames <= 0:
+        return 0
+    if notes is not None and getattr(model, "needs_notes", False) and len(notes):
+        dec = model.decoder
+        n = np.asarray(notes, dtype=np.int64).reshape(-1, 4)
+        ends = dec.voice_end(torch.from_numpy(n[:, 2]), torch.from_numpy(n[:, 3])).numpy()
+        first = np.clip(n[:, 2] // hop - 1, 0, frames)  # a voice frame spans a hop either side of its centre
+        last = np.clip(-(-ends // hop) + 1, 0, frames)
+        alive = np.zeros(frames + 2, np.int64)
+        np.add.at(alive, first, 1)
+        np.add.at(alive, last, -1)
+        alive = np.cumsum(alive)[:frames]  # (frames,) voices sounding in each frame
+        window = min(frames, workers * 256 + 2 * (dec.n_fft // hop + 2))  # synthesize_voices' blocks at once and margins
+        sums = np.concatenate([[0], np.cumsum(alive)])
+        rows = int((sums[window:] - sums[:-window]).max())
+        return rows * VOICE_ROW_BYTES_PER_HOP_SAMPLE * hop
+    span = min(frames, max(1, chunk_frames) + 2 * max(1, context_frames))
+    windows = min(-(-frames // max(1, chunk_frames)), max(1, 32768 // span))  # synthesize's max_batch_frames
+    return int(windows * span * hop * FRAME_BYTES_PER_SAMPLE)
 
 
 def _mix_parts(parts, tmp: Path, sr: int, channels: int | None, loudness: bool, chunk_seconds, context_seconds, progress):

@@ -1,0 +1,174 @@
+"""The stereo evaluation of issue 18: floored MR-STFT per channel and on the mid, the inter-channel
+level error, level matching, and the path that brings every system to stereo at the cache's rate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pianosynth.evaluate import (
+    Clip,
+    System,
+    channels_first,
+    match_level,
+    mixdown,
+    resample,
+    spectral_metrics,
+    stereo_metrics,
+    stereo_scores,
+    system_output,
+    system_outputs,
+    to_stereo,
+)
+from pianosynth.losses import MultiResolutionSTFTDistance, fft_sizes_for, interchannel_level_error, per_channel_distance
+
+SR = 48000
+
+
+def noise(seconds=2.0, seed=0, sr=SR, level=0.1) -> np.ndarray:
+    """White noise under a slow envelope (so the loudness contour is not flat). (samples,)"""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    env = 1 + 0.5 * np.sin(np.linspace(0, 6 * np.pi, n))
+    return (rng.standard_normal(n) * env * level).astype(np.float32)
+
+
+def spaced_pair(seconds=2.0, sr=SR) -> np.ndarray:
+    """A stereo signal with a level difference that changes over bins and time: one source heard
+    louder on the left, another louder on the right, a third in both. (2, samples)"""
+    a, b, c = noise(seconds, 1, sr), noise(seconds, 2, sr), noise(seconds, 3, sr, level=0.03)
+    return np.stack([a + 0.3 * b + c, 0.4 * a + b + c]).astype(np.float32)
+
+
+def test_fft_sizes_follow_the_rate():
+    assert fft_sizes_for(16000) == (512, 1024, 2048)
+    assert fft_sizes_for(22050) == fft_sizes_for(24000) == (512, 1024, 2048)
+    assert fft_sizes_for(44100) == fft_sizes_for(48000) == (1024, 2048, 4096)
+    with pytest.raises(ValueError):
+        fft_sizes_for(0)
+
+
+def test_a_signal_against_itself_scores_zero():
+    ref = spaced_pair()
+    out, row = stereo_scores(ref.copy(), ref, SR)
+    assert row["mrstft_floor80_lr"] == 0.0 and row["mrstft_floor80_mid"] == 0.0 and row["ild_db"] == 0.0
+    assert row["gain_db"] == pytest.approx(0.0, abs=1e-6)
+    assert row["loudness_r_mid"] == pytest.approx(1.0)
+    assert math.isnan(row["note_f1_mid"])  # no transcriber asked for
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+
+
+def test_per_channel_distance_is_the_mean_of_the_channels_own():
+    distance = MultiResolutionSTFTDistance(fft_sizes_for(SR), per_example=True, floor_db=-80)
+    ref, out = spaced_pair(), spaced_pair()[::-1].copy()  # the channels swapped
+    r, o = torch.from_numpy(ref)[None], torch.from_numpy(out)[None]
+    both = per_channel_distance(distance, o, r)
+    each = [float(distance(o[:, c], r[:, c])[0]) for c in range(2)]
+    assert float(both[0]) == pytest.approx(np.mean(each), rel=1e-6)
+    assert float(both[0]) > 0.1
+    # the mid of a channel swap is the same signal: the mid column cannot see it
+    assert stereo_metrics(out, ref, SR)["mrstft_floor80_mid"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        per_channel_distance(MultiResolutionSTFTDistance(per_example=False), o, r)
+
+
+@pytest.mark.parametrize("g", [0.5, 0.25])
+def test_a_mono_copy_has_the_level_error_of_the_references_level_difference(g):
+    # the right channel is the left at gain g: the level difference is 20 log10(1/g) in every bin,
+    # and a mono copy, with none, misses it by exactly that; the -80 dB floor, added to both
+    # channels' levels, takes a little off in the quietest bins that still count
+    left = noise(level=0.3)
+    ref = np.stack([left, g * left])
+    mono = to_stereo(mixdown(ref.T)[None])
+    expected = abs(20 * math.log10(g))
+    r, m = torch.from_numpy(ref)[None], torch.from_numpy(mono)[None]
+    assert float(interchannel_level_error(m, r, floor_db=-200)[0]) == pytest.approx(expected, abs=1e-3)
+    assert expected - 0.5 < stereo_metrics(mono, ref, SR)["ild_db"] < expected
+    # and a copy with the right level difference has none
+    assert stereo_metrics(ref.copy(), ref, SR)["ild_db"] == 0.0
+
+
+def test_a_mono_copy_of_two_independent_noises_misses_6_dB():
+    # Each bin's power is exponential; the log of the ratio of two independent ones is logistic, of
+    # mean absolute value 2 ln 2: 10 log10(e) * 2 ln 2 = 20 log10 2 = 6.02 dB. Without the floor
+    # that is what a mono copy scores; the -80 dB floor compresses the quietest bins a little.
+    rng = np.random.default_rng(0)
+    ref = torch.from_numpy((rng.standard_normal((1, 2, 4 * SR)) * 0.3).astype(np.float32))
+    mono = ref.mean(dim=1, keepdim=True).expand(-1, 2, -1).contiguous()
+    unfloored = float(interchannel_level_error(mono, ref, n_fft=2048, floor_db=-200)[0])
+    floored = float(interchannel_level_error(mono, ref, n_fft=2048)[0])
+    assert unfloored == pytest.approx(20 * math.log10(2), abs=0.05)
+    assert 5.8 < floored < unfloored
+
+
+def test_the_level_error_counts_only_bins_within_60_dB_of_their_frames_peak():
+    # A tone louder on the left, and noise 70 dB below it louder on the right: the noise's bins
+    # fall outside the 60 dB range, so a copy of the tone alone scores the same as the full signal.
+    t = np.arange(2 * SR) / SR
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    hiss = noise(level=0.5 * 10 ** (-70 / 20), seed=5)
+    ref = np.stack([tone + 0.1 * hiss, 0.5 * tone + hiss])
+    tone_only = np.stack([tone, 0.5 * tone])
+    assert stereo_metrics(tone_only, ref, SR)["ild_db"] == pytest.approx(0.0, abs=0.05)
+    assert math.isnan(stereo_metrics(ref, np.zeros_like(ref), SR)["ild_db"])  # nothing heard in the reference
+
+
+@pytest.mark.parametrize("gain", [0.1, 0.5, 3.0])
+def test_a_gain_does_not_move_the_level_matched_scores(gain):
+    ref = spaced_pair()
+    out = 0.8 * spaced_pair()[:, ::-1].copy() + 0.2 * ref  # near the reference, not equal
+    _, base = stereo_scores(out, ref, SR)
+    _, scaled = stereo_scores(gain * out, ref, SR)
+    assert scaled["gain_db"] == pytest.approx(base["gain_db"] - 20 * math.log10(gain), abs=1e-4)
+    for key in ("mrstft_floor80_lr", "mrstft_floor80_mid", "ild_db", "loudness_r_mid"):
+        assert scaled[key] == pytest.approx(base[key], rel=1e-4), key
+    assert base["mrstft_floor80_lr"] > 0.05
+    # whereas the mono columns, which are not level matched, do move
+    assert spectral_metrics(gain * out.mean(0), ref.mean(0)) != spectral_metrics(out.mean(0), ref.mean(0))
+
+
+def test_match_level_gives_the_references_rms_and_leaves_silence():
+    ref = spaced_pair()
+    out, gain_db = match_level(0.25 * ref, ref)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-7)
+    assert gain_db == pytest.approx(20 * math.log10(4))
+    silent = np.zeros_like(ref)
+    out, gain_db = match_level(silent, ref)
+    assert gain_db == 0.0 and not out.any()
+
+
+def test_shapes_channels_first_stereo_and_mixdown():
+    stereo = spaced_pair(0.1).T  # (samples, 2), as render.render and the cache give it
+    assert channels_first(stereo).shape == (2, stereo.shape[0])
+    assert channels_first(stereo[:, 0]).shape == (1, stereo.shape[0])
+    np.testing.assert_array_equal(to_stereo(channels_first(stereo[:, 0])), np.stack([stereo[:, 0]] * 2))
+    np.testing.assert_allclose(mixdown(stereo), stereo.mean(axis=1))
+    with pytest.raises(ValueError):
+        to_stereo(np.zeros((3, 10), np.float32))
+    with pytest.raises(ValueError):
+        channels_first(np.zeros((2, 2, 2), np.float32))
+    # resampling works along the last axis, channel by channel
+    both = resample(channels_first(stereo), SR, 16000)
+    np.testing.assert_allclose(both[1], resample(np.ascontiguousarray(stereo[:, 1]), SR, 16000), atol=1e-6)
+
+
+def test_every_system_reaches_stereo_at_the_caches_rate():
+    """A 16 kHz mono system is resampled and copied into both channels; a stereo system at the
+    cache's rate keeps its channels; the mono columns see the mid at 16 kHz, as before."""
+    clip = Clip(0, {}, 0.0, 1.0)
+    mono16 = noise(1.0, sr=16000)
+    stereo48 = spaced_pair(1.0).T.copy()
+    a = System("16 kHz mono", "model", lambda c: (mono16, 0.5), 16000)
+    b = System("48 kHz stereo", "baseline", lambda c: (stereo48, 0.0), SR)
+    m16, st, compute_s = system_outputs(a, clip, SR)
+    assert compute_s == 0.5 and st.shape == (2, SR) and m16.shape == (16000,)
+    np.testing.assert_array_equal(st[0], st[1])
+    np.testing.assert_array_equal(m16, system_output(a, clip)[0])
+    m16, st, _ = system_outputs(b, clip, SR)
+    assert st.shape == (2, SR) and not np.array_equal(st[0], st[1])
+    np.testing.assert_allclose(st, np.round(stereo48.T * 32767) / 32767, atol=1e-7)  # the 16-bit path
+    np.testing.assert_allclose(m16, resample(mixdown(np.round(stereo48 * 32767) / 32767), SR, 16000), atol=1e-6)
+    assert system_outputs(b, clip)[1] is None  # a mono evaluation makes no stereo

@@ -4,6 +4,7 @@ level error, level matching, and the path that brings every system to stereo at 
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -172,3 +173,126 @@ def test_every_system_reaches_stereo_at_the_caches_rate():
     np.testing.assert_allclose(st, np.round(stereo48.T * 32767) / 32767, atol=1e-7)  # the 16-bit path
     np.testing.assert_allclose(m16, resample(mixdown(np.round(stereo48 * 32767) / 32767), SR, 16000), atol=1e-6)
     assert system_outputs(b, clip)[1] is None  # a mono evaluation makes no stereo
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole stereo evaluation and its page, on systems made in the test
+# ---------------------------------------------------------------------------------------------
+
+
+def _stereo_systems() -> list[System]:
+    """A 48 kHz stereo reference (band-limited to 8 kHz), the same 10x quieter, its mid at 16 kHz
+    (mono), and silence."""
+
+    def ref(clip):
+        rng = np.random.default_rng(clip.index)
+        return resample(spaced_pair(clip.seconds, sr=16000), 16000, SR).T * np.float32(0.5 + rng.random()), 0.0
+
+    def quiet(clip):
+        return 0.1 * ref(clip)[0], 0.0
+
+    def mono16(clip):
+        return resample(mixdown(ref(clip)[0]), SR, 16000), 0.0
+
+    return [
+        System("reference (stereo)", "reference", ref, SR),
+        System("the reference, 20 dB quieter", "baseline", quiet, SR),
+        System("its mid at 16 kHz", "baseline", mono16, 16000),
+        System("silence", "baseline", lambda clip: (np.zeros(int(clip.seconds * 16000), np.float32), 0.0), 16000),
+    ]
+
+
+@pytest.fixture(scope="module")
+def stereo_page(tmp_path_factory):
+    from pianosynth.evaluate import score_systems
+
+    out = tmp_path_factory.mktemp("stereo") / "eval"
+    clips = [Clip(i, {"file": f"piece{i}.mid"}, 0.0, 2.0) for i in range(2)]
+    result = score_systems(_stereo_systems(), clips, lambda clip: [], out, "tiny-grand", "test", stereo_sr=SR)
+    return result, out
+
+
+def test_a_stereo_evaluation_scores_level_matched_and_keeps_the_mono_columns(stereo_page):
+    import soundfile as sf
+
+    result, out = stereo_page
+    s = result["summary"]
+    assert result["stereo"] is True and result["sample_rate"] == SR
+    ref, quiet, mono, silence = (s[x["name"]] for x in result["systems"])
+    assert ref["mrstft_floor80_lr"]["mean"] == 0.0 and ref["ild_db"]["mean"] == 0.0
+    # 20 dB quieter: level matched, only 16-bit rounding is left; the mono columns see the level
+    assert quiet["gain_db"]["mean"] == pytest.approx(20.0, abs=0.01)
+    # (its 16-bit rounding noise, raised 20 dB, sits just above the floor where the reference is empty)
+    assert quiet["mrstft_floor80_lr"]["mean"] < 0.05 and quiet["ild_db"]["mean"] < 0.1
+    assert quiet["mrstft"]["mean"] > 2.0
+    # the mid played in both channels: exact in the mono columns; in stereo, since the channels
+    # are partly independent, the mid holds less power than they do, so level matching raises it
+    # (then its mid is too loud by that gain), and each channel and the level differences are off
+    assert mono["mrstft"]["mean"] < 0.01 and mono["gain_db"]["mean"] > 0.5
+    assert mono["mrstft_floor80_mid"]["mean"] < 0.5 * mono["mrstft_floor80_lr"]["mean"]
+    assert mono["ild_db"]["mean"] > 3.0
+    assert silence["mrstft_floor80_lr"]["mean"] > mono["mrstft_floor80_lr"]["mean"]
+    assert silence["gain_db"]["mean"] == 0.0  # nothing to scale
+    table = (out / "metrics.md").read_text()
+    assert table.count("\n| ") == 2 * (len(result["systems"]) + 2)  # two tables: header, separator, rows
+    assert "Stereo at 48 kHz" in table and "one gain per clip" in table
+    for clip in result["clips"]:
+        for si in range(len(result["systems"])):
+            info = sf.info(str(out / "audio" / f"{clip['name']}_s{si}.wav"))
+            assert (info.samplerate, info.channels, info.frames) == (SR, 2, 2 * SR)
+    page = (out / "index.html").read_text()
+    assert "one gain per clip" in page and "<script" not in page and "http" not in page
+    assert page.count("<table") == 2 and page.count("<audio") == 2 * len(result["systems"])
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
+def test_the_stereo_page_plays_stereo_at_48_kHz_in_a_real_browser(stereo_page):
+    """Chromium loads every player, and decodes every file as two channels of 2 s; the files'
+    own rate is 48 kHz (checked above); served over HTTP, since fetch() cannot read file:// URLs."""
+    import functools
+    import http.server
+    import threading
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    result, out = stereo_page
+    handler = functools.partial(QuietHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                      "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+            page.wait_for_function("Array.from(document.querySelectorAll('audio')).every(a => a.readyState >= 1)", timeout=30000)
+            audio = page.eval_on_selector_all("audio", "els => els.map(a => [a.readyState, a.duration])")
+            decoded = page.evaluate(
+                """async () => Promise.all(Array.from(document.querySelectorAll('audio')).map(async a => {
+                    const bytes = await (await fetch(a.getAttribute('src'))).arrayBuffer();
+                    const buffer = await new OfflineAudioContext(2, 48000, 48000).decodeAudioData(bytes);
+                    return [buffer.numberOfChannels, buffer.duration];
+                }))"""
+            )
+            images = page.eval_on_selector_all("img", "els => els.map(i => [i.complete, i.naturalWidth])")
+            rows = page.eval_on_selector_all("table tr", "els => els.length")
+            browser.close()
+    finally:
+        server.shutdown()
+    n = len(result["systems"])
+    assert len(audio) == len(decoded) == 2 * n
+    assert all(state >= 1 and duration == pytest.approx(2.0, abs=0.01) for state, duration in audio)
+    assert all(channels == 2 and duration == pytest.approx(2.0, abs=0.01) for channels, duration in decoded)
+    assert images and all(done and width > 0 for done, width in images)
+    assert rows == 2 * (1 + n)  # two tables, each a header and a row per system
+
+
+class QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # no request lines in pytest's output
+        pass

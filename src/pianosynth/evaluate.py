@@ -583,11 +583,7 @@ def evaluate(
     ``threads`` is what ``synthesize --threads`` would be for the models; ``flat_velocity`` adds,
     for each model that reads velocities, a second row with every velocity set to it (a bare
     score's input)."""
-    import soundfile as sf
-
     out = Path(out_dir)
-    (out / "audio").mkdir(parents=True, exist_ok=True)
-    (out / "img").mkdir(parents=True, exist_ok=True)
     chosen = choose_clips(cache, split, clips, seconds)
     pieces = _Pieces(cache)
     ref = reference_system(cache)
@@ -620,20 +616,48 @@ def evaluate(
         if flat_velocity is not None and synth.config.features.velocity:
             systems.append(model_system(m, pieces, name=n, velocity=flat_velocity, synth=synth))
     transcriber = BasicPitch() if transcribe else None
-    # a stereo evaluation plays and scores at the cache's rate; a mono one keeps 16 kHz
-    page_sr = cache.features.sample_rate if stereo else EVAL_SR
+    return score_systems(
+        systems, chosen, lambda clip: clip_notes(pieces.perf(clip.piece), clip), out, cache.dir.name, split,
+        stereo_sr=cache.features.sample_rate if stereo else None, transcriber=transcriber, progress=progress,
+    )  # fmt: skip
 
+
+def score_systems(
+    systems: list[System],
+    chosen: list[Clip],
+    notes_of: Callable[[Clip], list[Note]],
+    out_dir: str | Path,
+    cache_name: str,
+    split: str,
+    stereo_sr: int | None = None,
+    transcriber: BasicPitch | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
+    """Scores every system on every clip against ``systems[0]``, the reference, and writes
+    metrics.json, metrics.md, index.html, and the audio and images the page shows.
+
+    ``notes_of(clip)``: the clip's input notes, in clip time. With ``stereo_sr``, the stereo
+    columns are added at that rate, and the page plays every system in stereo at that rate, level
+    matched; without it, as before issue 18: mono at 16 kHz."""
+    import soundfile as sf
+
+    out = Path(out_dir)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    ref = systems[0]
+    stereo = stereo_sr is not None
+    page_sr = stereo_sr if stereo else EVAL_SR
     rows: dict[str, list[dict]] = {s.name: [] for s in systems}
     clip_info = []
     for i, clip in enumerate(chosen):
         if progress:
             progress(i, len(chosen), f"{clip.name}: {clip.piece['file']} from {clip.start_s:.1f} s")
-        notes = clip_notes(pieces.perf(clip.piece), clip)
-        ref16, ref_st, _ = system_outputs(ref, clip, page_sr if stereo else None)
+        notes = notes_of(clip)
+        ref16, ref_st, _ = system_outputs(ref, clip, stereo_sr)
         clip_info.append({"name": clip.name, "file": clip.piece["file"], "start_s": clip.start_s, "seconds": clip.seconds, "notes": len(notes)})
         plot_piano_roll(notes, clip.seconds, out / "img" / f"{clip.name}_roll.png")
         for si, system in enumerate(systems):
-            a16, a_st, compute_s = system_outputs(system, clip, page_sr if stereo else None)
+            a16, a_st, compute_s = system_outputs(system, clip, stereo_sr)
             row = spectral_metrics(a16, ref16)
             row["loudness_r"] = loudness_correlation(a16, ref16)
             row["note_f1"] = onset_f1(notes, transcriber.transcribe(a16, EVAL_SR)) if transcriber else float("nan")
@@ -650,7 +674,7 @@ def evaluate(
         progress(len(chosen), len(chosen), "done")
     summary = {name: _summarise(r) for name, r in rows.items()}
     result = {
-        "cache": cache.dir.name,
+        "cache": cache_name,
         "split": split,
         "stereo": stereo,
         "sample_rate": page_sr,

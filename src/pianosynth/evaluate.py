@@ -477,7 +477,7 @@ def sine_system(pieces: _Pieces, reference: System) -> System:
         if inst.notes:
             synth = inst.synthesize(fs=EVAL_SR).astype(np.float32)[: len(audio)]
             audio[: len(synth)] = synth
-        ref = resample(reference.render(clip)[0], reference.sr)
+        ref = resample(mixdown(reference.render(clip)[0]), reference.sr)
         rms, ref_rms = np.sqrt(np.mean(audio**2)), np.sqrt(np.mean(ref**2))
         return (audio * (ref_rms / rms) if rms > 0 else audio), 0.0
 

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import needs_fluidsynth
 
 from pianosynth.evaluate import (
     Clip,
@@ -296,3 +297,26 @@ def test_the_stereo_page_plays_stereo_at_48_kHz_in_a_real_browser(stereo_page):
 class QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # no request lines in pytest's output
         pass
+
+
+@needs_fluidsynth
+def test_a_render_up_to_the_clips_end_equals_the_whole_render_there(tmp_path):
+    """The baselines render each piece only up to the end of its last clip (the notes that start
+    before it): on that stretch, the audio is the whole render's, sample for sample."""
+    from pianosynth.config import Config, FeatureConfig
+    from pianosynth.dataset import Cache, find_sources, prepare
+    from pianosynth.evaluate import _Pieces
+    from pianosynth.examples import write_demo_midi
+
+    write_demo_midi(tmp_path / "midi", count=1, bars=4)
+    cache = Cache(prepare(find_sources(tmp_path / "midi"), tmp_path / "c", Config(features=FeatureConfig(hop_samples=128)), name="t"))
+    piece = cache.pieces[0]
+    until_s = round(piece["seconds"] / 2, 2)
+    perf = _Pieces(cache).perf(piece)
+    assert any(n.start_s >= until_s for n in perf.notes) and any(n.start_s < until_s for n in perf.notes)
+    whole = _Pieces(cache).rendered(piece, cache.render, 64)
+    part = _Pieces(cache, {piece["file"]: until_s}).rendered(piece, cache.render, 64)
+    n = int(math.ceil(until_s * cache.features.sample_rate))
+    assert len(part) == n < len(whole)
+    np.testing.assert_array_equal(part, whole[:n])
+    assert np.abs(whole[:n]).max() > 0.01

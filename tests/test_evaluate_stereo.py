@@ -320,3 +320,37 @@ def test_a_render_up_to_the_clips_end_equals_the_whole_render_there(tmp_path):
     assert len(part) == n < len(whole)
     np.testing.assert_array_equal(part, whole[:n])
     assert np.abs(whole[:n]).max() > 0.01
+
+
+def test_a_sfizz_render_up_to_the_clips_end_equals_the_whole_render_there(tmp_path, monkeypatch):
+    """The same for the grand's renderer, sfizz, at 48 kHz stereo, with the tiny synthetic grand
+    of tests/test_grand.py (never the real samples)."""
+    from types import SimpleNamespace
+
+    from test_grand import write_tiny_grand
+
+    from pianosynth import grand
+    from pianosynth.config import FeatureConfig, RenderConfig
+    from pianosynth.evaluate import _Pieces
+    from pianosynth.examples import write_demo_midi
+    from pianosynth.render import close_sfizz
+
+    pytest.importorskip("pysfizz")
+    write_tiny_grand(tmp_path / "grand")
+    monkeypatch.setenv(grand.SAMPLE_DIR_ENV, str(tmp_path / "grand"))
+    [path] = write_demo_midi(tmp_path / "midi", count=1, bars=4)
+    fc, rc = FeatureConfig(sample_rate=SR, hop_samples=384, channels=2, note_clock="sfizz"), RenderConfig(source="sfizz")
+    cache = SimpleNamespace(features=fc, render=rc, dir=tmp_path)  # what _Pieces reads of a cache
+    try:
+        perf = _Pieces(cache).perf({"file": "a.mid", "path": str(path)})
+        piece = {"file": "a.mid", "path": str(path), "frames": int((perf.end_s + 1) * fc.frame_rate)}
+        until_s = round(perf.end_s / 2, 2)
+        assert any(n.start_s >= until_s for n in perf.notes) and any(n.start_s < until_s for n in perf.notes)
+        whole = _Pieces(cache).rendered(piece, rc, 64)
+        part = _Pieces(cache, {"a.mid": until_s}).rendered(piece, rc, 64)
+    finally:
+        close_sfizz()
+    n = int(math.ceil(until_s * SR))
+    assert part.shape == (n, 2) and whole.shape[1] == 2 and n < len(whole)
+    np.testing.assert_array_equal(part, whole[:n])
+    assert np.abs(whole[:n]).max() > 0.01

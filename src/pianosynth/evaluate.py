@@ -443,15 +443,6 @@ def reference_system(cache: Cache) -> System:
     return System(f"reference ({label})", "reference", render, sr)
 
 
-def reference_channels(cache: Cache) -> int:
-    """Channels of the cache's reference audio (1 or 2), as stored."""
-    pieces = cache.pieces
-    if not pieces:
-        return 1
-    y = cache.load(pieces[0])[1]
-    return 1 if y.ndim == 1 else int(y.shape[1])
-
-
 def mono_mix_system(reference: System) -> System:
     """The reference mixed to mono, (L+R)/2, played in both channels: what its stereo image is worth."""
 
@@ -602,7 +593,7 @@ def evaluate(
     pieces = _Pieces(cache, until_s)
     ref = reference_system(cache)
     systems = [ref]
-    stereo = reference_channels(cache) == 2
+    stereo = cache.features.channels == 2
     if baselines and cache.render.source == "sfizz":
         systems += grand_baselines(pieces, ref, threads=threads, models=models)
     elif baselines:

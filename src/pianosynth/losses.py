@@ -133,12 +133,15 @@ def interchannel_level_error(
     """Mean inter-channel level difference error in dB (issue 18).
 
     For each STFT bin (periodic Hann window of ``n_fft``, hop n_fft/4) the level difference is
-    ``ILD = 20 log10((|L| + eps) / (|R| + eps))``, with eps the floor of the floored MR-STFT
-    (``floor_db`` below a full-scale sinusoid's peak bin, ``1e-4 * n_fft / 4`` at -80 dB). The
-    error is the mean of ``|ILD_pred - ILD_target|`` over the bins where the target's louder
-    channel is within ``range_db`` of its frame's peak bin (over both channels) and above that
-    floor: the bins one hears. A mono signal (ILD 0 everywhere) scores the mean |ILD| of the
-    target; against two independent noises of equal level that is ``10 log10(e) * 2 ln 2 =
+    ``ILD = 20 log10(max(|L|, eps) / max(|R|, eps))``, with eps the floor of the floored MR-STFT
+    (``floor_db`` below a full-scale sinusoid's peak bin, ``1e-4 * n_fft / 4`` at -80 dB): a
+    channel below the floor counts as at the floor, so that a silent channel costs a bounded
+    error, while levels above it count exactly (an added eps, as in the MR-STFT's log term,
+    would shrink the level differences of every bin a few dB above the floor). The error is the
+    mean of ``|ILD_pred - ILD_target|`` over the bins where the target's louder channel is within
+    ``range_db`` of its frame's peak bin (over both channels) and above that floor: the bins one
+    hears. A mono signal (ILD 0 everywhere) scores the mean |ILD| of the target; against two
+    independent noises of equal level that is ``10 log10(e) * 2 ln 2 =
     20 log10 2 = 6.02 dB`` (each bin's power is exponential, the log of a ratio of two independent
     unit exponentials is logistic, and its mean absolute value is 2 ln 2). NaN where no bin
     qualifies (a silent target).
@@ -156,8 +159,9 @@ def interchannel_level_error(
         return s.abs().reshape(b, 2, *s.shape[1:])  # (batch, 2, bins, frames)
 
     p, t = mag(pred), mag(target)
-    ild_p = 20 * torch.log10((p[:, 0] + eps) / (p[:, 1] + eps))  # (batch, bins, frames)
-    ild_t = 20 * torch.log10((t[:, 0] + eps) / (t[:, 1] + eps))
+    p, t = p.clamp_min(eps), t.clamp_min(eps)
+    ild_p = 20 * torch.log10(p[:, 0] / p[:, 1])  # (batch, bins, frames)
+    ild_t = 20 * torch.log10(t[:, 0] / t[:, 1])
     level = t.amax(dim=1)  # the target's louder channel, (batch, bins, frames)
     peak = level.amax(dim=1, keepdim=True)  # each frame's peak bin, (batch, 1, frames)
     heard = (level >= peak * 10 ** (-range_db / 20)) & (level > eps)

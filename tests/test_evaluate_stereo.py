@@ -402,3 +402,23 @@ def test_evaluate_on_a_tiny_grand_cache_reports_every_baseline(tmp_path, monkeyp
     for name in names[1:]:
         assert s[name]["mrstft_floor80_lr"]["mean"] > 0, name
     assert "Stereo at 48 kHz" in (tmp_path / "eval" / "metrics.md").read_text()
+
+
+def test_an_evaluation_stopped_early_keeps_the_clips_it_finished(tmp_path):
+    import json
+
+    from pianosynth.evaluate import score_systems
+
+    def flaky(clip):
+        if clip.index == 1:
+            raise KeyboardInterrupt  # as Ctrl-C during the second clip
+        return spaced_pair(clip.seconds).T, 0.0
+
+    systems = [System("reference", "reference", lambda clip: (spaced_pair(clip.seconds).T, 0.0), SR), System("flaky", "baseline", flaky, SR)]
+    clips = [Clip(i, {"file": "a.mid"}, 0.0, 0.5) for i in range(3)]
+    with pytest.raises(KeyboardInterrupt):
+        score_systems(systems, clips, lambda clip: [], tmp_path, "c", "test", stereo_sr=SR)
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert [c["name"] for c in result["clips"]] == ["clip00"] and result["clips_planned"] == 3
+    assert result["summary"]["flaky"]["mrstft_floor80_lr"]["n"] == 1
+    assert "stopped after 1 of 3" in (tmp_path / "metrics.md").read_text()

@@ -675,18 +675,26 @@ def score_systems(
             heard = a_st.T if stereo else a16  # the page plays what the stereo columns score: level matched
             sf.write(out / "audio" / f"{tag}.wav", np.clip(heard, -1, 1), page_sr, subtype="PCM_16")
             plot_spectrogram_small(a_st.mean(axis=0) if stereo else a16, out / "img" / f"{tag}.png", page_sr)
+        if i + 1 < len(chosen):  # an evaluation stopped early keeps the clips it finished
+            _write_result(out, cache_name, split, stereo, page_sr, systems, clip_info, rows, len(chosen))
     if progress:
         progress(len(chosen), len(chosen), "done")
-    summary = {name: _summarise(r) for name, r in rows.items()}
+    return _write_result(out, cache_name, split, stereo, page_sr, systems, clip_info, rows, len(chosen))
+
+
+def _write_result(out: Path, cache_name: str, split: str, stereo: bool, sr: int, systems: list[System], clip_info: list[dict],
+                  rows: dict[str, list[dict]], planned: int) -> dict:  # fmt: skip
+    """metrics.json, metrics.md and index.html for the clips done so far (of ``planned``)."""
     result = {
         "cache": cache_name,
         "split": split,
         "stereo": stereo,
-        "sample_rate": page_sr,
+        "sample_rate": sr,
         "clips": clip_info,
+        "clips_planned": planned,
         "systems": [{"name": s.name, "kind": s.kind, "sr": s.sr, **({"weights": s.weights} if s.weights else {})} for s in systems],
         "per_clip": rows,
-        "summary": summary,
+        "summary": {name: _summarise(r) for name, r in rows.items()},
         "definitions": __doc__,
     }
     _write_text(out / "metrics.json", json.dumps(result, indent=1, default=_nan_to_none))
@@ -731,7 +739,9 @@ def metrics_table(result: dict) -> str:
         )
     n = len(result["clips"])
     secs = result["clips"][0]["seconds"] if n else 0
-    text = f"{n} clips of {secs:g} s from the {result['split']} split of `{result['cache']}`; mean ± std over clips.\n\n" + head + "\n".join(lines) + "\n"
+    planned = result.get("clips_planned", n)
+    partial = f" (the evaluation stopped after {n} of {planned})" if planned > n else ""
+    text = f"{n} clips{partial} of {secs:g} s from the {result['split']} split of `{result['cache']}`; mean ± std over clips.\n\n" + head + "\n".join(lines) + "\n"
     if result.get("stereo"):
         text += "\n" + stereo_table(result)
     return text

@@ -17,7 +17,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-SUPPORTED_SAMPLE_RATES = (16000, 22050, 24000, 44100)
+SUPPORTED_SAMPLE_RATES = (16000, 22050, 24000, 44100, 48000)
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 FEATURE_PRESETS = ("score", "performance")
 # Where a cache's reference audio comes from: rendered by FluidSynth from the settings of the
@@ -29,7 +29,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Names the library registers elsewhere (model.CELLS, decoders.DECODERS, losses.LOSSES), repeated
 # here so that a config is checked without importing torch; tests/test_config.py keeps them equal.
 CELLS = ("gru", "lstm", "rnn")
-DECODERS = ("ddsp", "frames", "istft", "voices")
+DECODERS = ("ddsp", "frames", "grand", "istft", "voices")
 WINDOWS = ("ola", "rect")
 LOSSES = ("complex", "l1", "logmag", "mrstft", "mse")
 MAX_HIDDEN = 4096  # hidden units per direction: 4096 is ~100M weights a layer pair, far past any use here
@@ -60,6 +60,7 @@ class FeatureConfig:
     hop_samples: int = 256  # audio samples per feature frame; frame_rate = sample_rate / hop_samples
     preset: str = "performance"  # "score": the report's 176 binary channels; "performance": + velocity + pedals
     tail_seconds: float = 1.0  # silence kept after the last event so that release tails are learned
+    channels: int = 1  # audio channels of the reference and the model's output: 1 (mono) or 2 (stereo)
 
     def __post_init__(self) -> None:
         if self.sample_rate not in SUPPORTED_SAMPLE_RATES:
@@ -70,6 +71,7 @@ class FeatureConfig:
         if self.preset not in FEATURE_PRESETS:
             raise ConfigError(f"features.preset must be one of {FEATURE_PRESETS}, got {self.preset!r}")
         _require(_in(self.tail_seconds, 0, 60), "features.tail_seconds", self.tail_seconds, "in 0..60 seconds")
+        _require(self.channels in (1, 2) and not isinstance(self.channels, bool), "features.channels", self.channels, "1 or 2")
 
     @property
     def frame_rate(self) -> float:
@@ -194,6 +196,8 @@ class Config:
             # Caches, runs and checkpoints made before render.source existed hold no such key;
             # leaving the default out keeps their hashes, and so their folder names, unchanged.
             del d["render"]["source"]
+        if d["features"]["channels"] == 1:
+            del d["features"]["channels"]  # likewise for mono, from before features.channels
         return d
 
 

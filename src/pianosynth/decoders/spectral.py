@@ -112,29 +112,39 @@ class InverseFFTSynth(nn.Module):
         valid = (k >= 0) & (k < self.bins)
         return k.clamp(0, self.bins - 1), w * valid.to(w.dtype)
 
+    def kernels(self, freqs_hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both lobes' bins and weights for sets of partials (one set per key, say), computed once
+        and shared by every frame that plays them.
+
+        freqs_hz: (sets, partials) -> bins, weights (sets, partials + low, taps) and ``low``
+        (low,) int64: the partials whose negative-frequency lobe reaches the positive bins in some
+        set (those within taps/2 + 1 bins of 0 Hz), whose negative lobes follow the positive ones.
+        """
+        bins, w = self.kernel(freqs_hz)
+        low = torch.nonzero((freqs_hz.detach() * (self.n_fft / self.sample_rate) < self.taps // 2 + 1).any(dim=0))[:, 0]
+        if len(low):
+            nb, nw = self.kernel(freqs_hz[:, low], negative=True)
+            bins, w = torch.cat([bins, nb], dim=1), torch.cat([w, nw], dim=1)
+        return bins, w, low
+
     def spectrum(
-        self, amp: torch.Tensor, phase: torch.Tensor, freqs_hz: torch.Tensor, slot: torch.Tensor, n_slots: int
+        self, amp: torch.Tensor, phase: torch.Tensor, slot: torch.Tensor, n_slots: int,
+        kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor], index: torch.Tensor, chunk_rows: int = 4096,
     ) -> torch.Tensor:
         """Sums partials into one spectrum per slot (a slot is one frame of one output channel).
 
-        amp, phase, freqs_hz: (rows, partials): each partial's amplitude, its phase at the
-        frame's centre in radians (``a sin(2 pi f t + phase)`` with t = 0 there) and its
-        frequency; slot: (rows,) int64 in 0..n_slots-1. -> (n_slots, n_fft / 2 + 1) complex
+        amp, phase: (rows, partials): each partial's amplitude and its phase at the frame's centre
+        in radians (``a sin(2 pi f t + phase)`` with t = 0 there); slot: (rows,) int64 in
+        0..n_slots-1; kernels: from ``kernels`` for (sets, partials) frequencies; index: (rows,)
+        each row's set. -> (n_slots, n_fft / 2 + 1) complex
         """
+        bins, w, low = kernels
         # a sin(x + phase) = a/2 e^{i(phase - pi/2)} e^{ix} + its conjugate at -f
         coef = torch.polar(0.5 * amp, phase - math.pi / 2)
-        bins, w = self.kernel(freqs_hz)
-        base = (slot * self.bins)[:, None, None]
-        values = coef[..., None] * w  # (rows, partials, taps)
-        out = coef.new_zeros(n_slots * self.bins)
-        out = out.index_add(0, (base + bins).reshape(-1), values.reshape(-1))
-        # the negative-frequency lobe reaches the positive bins only for partials within taps/2
-        # bins of 0 Hz; frequencies rise with the partial's number, so a few leading columns do
-        low = int((freqs_hz.detach() * (self.n_fft / self.sample_rate) < self.taps // 2 + 1).any(dim=0).sum())
-        if low:
-            nb, nw = self.kernel(freqs_hz[:, :low], negative=True)
-            out = out.index_add(0, (base + nb).reshape(-1), (coef[:, :low].conj()[..., None] * nw).reshape(-1))
-        return out.reshape(n_slots, self.bins)
+        if len(low):
+            coef = torch.cat([coef, coef[:, low].conj()], dim=1)
+        flat = _Lobes.apply(coef, w, bins, index, slot, n_slots * self.bins, self.bins, chunk_rows)
+        return flat.view(n_slots, self.bins)
 
     def frames(self, spec: torch.Tensor) -> torch.Tensor:
         """Spectra -> windowed frames of 2 hop samples (n = -hop .. hop-1 around the centre).
@@ -149,3 +159,41 @@ class InverseFFTSynth(nn.Module):
         first, second = frames[..., : self.hop], frames[..., self.hop :]
         y = second[..., :-1, :] + first[..., 1:, :]  # (..., F, hop): block b = frame b's second half + frame b+1's first
         return y.reshape(*y.shape[:-2], -1)
+
+
+class _Lobes(torch.autograd.Function):
+    """``out[slot_r * n_bins + bins[index_r, p, t]] += coef[r, p] * w[index_r, p, t]``, in chunks of
+    rows, without keeping the (rows, partials, taps) products for the backward pass: it recomputes
+    them chunk by chunk (the products would be ``taps`` times the coefficients' memory).
+
+    coef: (rows, partials) complex; w: (sets, partials, taps) real; bins: (sets, partials, taps)
+    int64; index, slot: (rows,) int64 -> (n_out,) complex
+    """
+
+    @staticmethod
+    def forward(ctx, coef, w, bins, index, slot, n_out: int, n_bins: int, chunk: int):
+        out = coef.new_zeros(n_out)
+        for r0 in range(0, len(coef), chunk):
+            k = index[r0 : r0 + chunk]
+            pos = (slot[r0 : r0 + chunk] * n_bins)[:, None, None] + bins[k]
+            out.index_add_(0, pos.reshape(-1), (coef[r0 : r0 + chunk, :, None] * w[k]).reshape(-1))
+        ctx.save_for_backward(coef, w, bins, index, slot)
+        ctx.n_bins, ctx.chunk = n_bins, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        coef, w, bins, index, slot = ctx.saved_tensors
+        n_bins, chunk = ctx.n_bins, ctx.chunk
+        grad_coef = torch.zeros_like(coef) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        for r0 in range(0, len(coef), chunk):
+            k = index[r0 : r0 + chunk]
+            pos = (slot[r0 : r0 + chunk] * n_bins)[:, None, None] + bins[k]
+            g = grad[pos]  # (chunk, partials, taps)
+            if grad_coef is not None:
+                grad_coef[r0 : r0 + chunk] = (g * w[k]).sum(dim=-1)
+            if grad_w is not None:
+                # index_add: rows in order, so the gradient is the same on every run
+                grad_w.index_add_(0, k, (g * coef[r0 : r0 + chunk, :, None].conj()).real)
+        return grad_coef, grad_w, None, None, None, None, None, None

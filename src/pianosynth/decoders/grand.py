@@ -1,0 +1,479 @@
+"""Stereo voices for a sampled concert grand (issue 19), synthesized by inverse FFT.
+
+The ``voices`` decoder's idea (one onset-locked voice per note, docs/voices.md), scaled to 48 kHz
+stereo and hundreds of partials:
+
+- **Stereo.** Each partial has its own level, decay and onset phase in every channel, and is
+  played by ``strings`` slightly detuned strings (a unison pair beats, and each microphone of a
+  spaced pair hears its own mix of the two; with two decay rates per channel the inter-channel
+  level of a partial moves in time, as measured in the grand's samples). Noise bands have a level
+  per channel and their own pseudo-random phases per channel.
+- **Priors from the instrument.** A sampled grand plays each recording on its own key and one key
+  either side, replayed up to a semitone faster or slower (``keys_per_zone``): a key's partial
+  frequencies and decay rates are its zone's, scaled by the replay ratio, and its pattern of
+  levels and phases is the zone's. Velocity picks one of 16 recorded layers (Salamander's upper
+  bounds, ``LAYER_BOUNDS``), so levels have a step per layer on top of a smooth velocity gain.
+- **Partials per key** up to where the reference holds energy above the floor:
+  ``estimate_voices`` reads that off onset-aligned averages of the performances, per channel.
+- **Attack and release.** The voice starts at its onset sample at full level (the frame holding
+  the onset is gated in time: nothing before it). After the release every partial falls at its
+  own learned rate, started from a damped key's ``ampeg_release`` of 1 s or an undamped key's 5 s
+  (keys above MIDI 88); a key-release noise (its own bands, level set by the velocity and
+  lowered 2 dB per second the key was held, as the sampler's ``rt_decay=2``) sounds from the
+  release; the sustain pedal acts through the note table's releases and the encoder's view.
+- **Synthesis** by ``spectral.InverseFFTSynth``: all voices and partials of a channel go into
+  one spectrum per frame on the piece's own frame grid (frame f centred on sample f * hop), one
+  inverse FFT per frame and channel. The frame that holds a voice's onset is rendered on its own
+  (one inverse FFT per voice) and gated at the onset sample. A voice frame depends only on its
+  place in the piece and the conditioning there, so blocks join exactly.
+
+The amplitude of string s of partial j in channel c, in a frame t seconds after the onset and
+t_off after the release (0 before it)::
+
+    log a = L[z, c, s, j] + V[z, layer, c, j] + g log(velocity / 127) + net_c(log f_j)
+            - ratio * d[z, c, s, j] * t - r[z, j] * t_off
+
+with z the key's zone, ``ratio`` its replay ratio, and ``net`` a small network (key, velocity,
+times, the encoder's conditioning) giving a smooth correction over log frequency per channel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..features import NOTE_BLOCK
+from .common import KEYS, LOWEST_KEY, istft_centred, noise_phase, typical_inharmonicity
+from .spectral import InverseFFTSynth
+from .voices import FLOOR, band_matrix, fit_key_partials
+
+# Salamander Grand Piano V3's 16 velocity layers: each layer's upper bound (issue 18)
+LAYER_BOUNDS = (26, 34, 36, 43, 46, 50, 56, 64, 72, 80, 88, 96, 104, 112, 120, 127)
+LAST_DAMPED_MIDI = 88  # keys above have no dampers on the Yamaha C5 (ampeg_release=5 there)
+
+
+def layer_of_velocity() -> torch.Tensor:
+    """(128,) int64: velocity -> its layer 0..15."""
+    v = torch.arange(128)
+    return torch.searchsorted(torch.tensor(LAYER_BOUNDS), v, right=False).clamp(max=len(LAYER_BOUNDS) - 1)
+
+
+class GrandDecoder(nn.Module):
+    """Encoder states + note table -> stereo waveform (see the module docstring).
+
+    h: (batch, frames, in_channels), notes: (batch, notes, 4) int64 rows (key, velocity, onset,
+    release), onsets and releases in samples from the first frame (negative: started before),
+    key -1 for padding -> y: (batch, channels, frames * hop_samples)
+    """
+
+    needs_notes = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        hop_samples: int,
+        sample_rate: int,
+        channels: int = 2,
+        partials: int = 192,
+        strings: int = 2,
+        bands: int = 32,
+        shape_bands: int = 16,
+        cond_channels: int = 32,
+        hidden: int = 128,
+        keys_per_zone: int = 3,
+        max_voice_seconds: float = 10.0,
+        taps: int = 8,
+    ):
+        super().__init__()
+        if hop_samples % NOTE_BLOCK:
+            raise ValueError(f"the grand decoder needs hop_samples divisible by {NOTE_BLOCK}, got {hop_samples}")
+        if channels < 1 or partials < 1 or strings < 1 or bands < 2 or shape_bands < 2 or keys_per_zone not in (1, 3):
+            raise ValueError(
+                "channels, partials and strings must be >= 1, bands and shape_bands >= 2 and keys_per_zone 1 or 3, "
+                f"got {channels}, {partials}, {strings}, {bands}, {shape_bands}, {keys_per_zone}"
+            )
+        if max_voice_seconds <= 0:
+            raise ValueError(f"max_voice_seconds must be positive, got {max_voice_seconds}")
+        self.hop, self.sample_rate, self.channels = hop_samples, sample_rate, channels
+        self.partials, self.strings, self.bands, self.shape_bands = partials, strings, bands, shape_bands
+        self.max_voice_seconds = max_voice_seconds
+        self.synth = InverseFFTSynth(hop_samples, sample_rate, taps)
+        self.n_fft = self.synth.n_fft
+
+        # keys and zones: zone z's recording sits on key keys_per_zone * z (A0, C1, D#1, ... C8)
+        keys = torch.arange(KEYS)
+        zone = torch.div(keys + keys_per_zone // 2, keys_per_zone, rounding_mode="floor")
+        zones = int(zone.max()) + 1
+        self.zones = zones
+        self.register_buffer("zone", zone, persistent=False)
+        self.register_buffer("ratio", 2.0 ** ((keys - keys_per_zone * zone).float() / 12.0), persistent=False)
+        self.register_buffer("layer", layer_of_velocity(), persistent=False)
+        undamped = keys + LOWEST_KEY > LAST_DAMPED_MIDI
+        self.register_buffer("undamped", undamped, persistent=False)
+        zkeys = torch.arange(zones) * keys_per_zone
+        self.register_buffer("f0_nominal", 440.0 * 2.0 ** ((zkeys + LOWEST_KEY - 69) / 12.0))  # (zones,)
+        self.register_buffer("j", torch.arange(1, partials + 1, dtype=torch.float32))
+        # partials used per zone (measured by estimate_voices; saved with the model)
+        self.register_buffer("partial_count", torch.full((zones,), partials, dtype=torch.long))
+
+        layers, C, S, P = len(LAYER_BOUNDS), channels, strings, partials
+        self.log_b = nn.Parameter(torch.log(typical_inharmonicity(zkeys)))
+        self.detune = nn.Parameter(torch.zeros(zones))  # tens of cents
+        self.string_detune = nn.Parameter(torch.zeros(zones, S, P))  # cents, each string against the partial
+        self.phase = nn.Parameter(torch.zeros(zones, C, S, P))  # radians at the onset
+        self.level = nn.Parameter(torch.full((zones, C, S, P), -6.0))  # log amplitude at velocity 127
+        self.layer_level = nn.Parameter(torch.zeros(zones, layers, C, P))  # each recorded layer's step
+        self.velocity_gain = nn.Parameter(torch.tensor(2.0))  # log a grows with g log(v / 127)
+        self.decay = nn.Parameter(torch.zeros(zones, C, S, P))  # softplus: nepers per second
+        self.release = nn.Parameter(torch.zeros(zones, P))  # softplus: nepers per second after the release
+        self.key_emb = nn.Embedding(KEYS, 16)
+        self.cond = nn.Linear(in_channels, cond_channels)
+        n_in = 16 + 2 + 8 + cond_channels
+        self.net = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(0.1),
+            nn.Linear(hidden, C * (shape_bands + bands)),
+        )  # fmt: skip
+        self.noise_rates = nn.Linear(18, 2 * bands)  # noise decay before and after the release
+        self.release_noise = nn.Parameter(torch.full((KEYS, C, bands), -9.0))  # log band level at velocity 127
+        self.release_noise_rate = nn.Parameter(torch.full((bands,), math.log(math.expm1(20.0))))
+        self.global_noise = nn.Linear(cond_channels, C * bands)
+        with torch.no_grad():
+            self.net[-1].weight.mul_(0.1)
+            self.net[-1].bias.zero_()
+            self.net[-1].bias.view(C, shape_bands + bands)[:, shape_bands:].fill_(-7.0)  # noise starts quiet
+            self.noise_rates.weight.mul_(0.1)
+            self.noise_rates.bias[:bands].fill_(math.log(math.expm1(3.0)))
+            self.noise_rates.bias[bands:].fill_(math.log(math.expm1(15.0)))
+            self.global_noise.bias.fill_(-9.0)
+            self.reset_decays()
+        self.register_buffer("bands_to_bins", band_matrix(bands, self.n_fft // 2 + 1, sample_rate), persistent=False)
+        self.register_buffer("shape_centres", torch.log(torch.tensor(np.geomspace(20.0, sample_rate / 2, shape_bands), dtype=torch.float32)), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+
+    @torch.no_grad()
+    def reset_decays(self) -> None:
+        """Starting decays from the physics of strings: higher partials die faster (about
+        0.3 + f / 1 kHz nepers per second for the first string, a third of it for the second,
+        the aftersound), releases from the sampler's 1 s (damped) or 5 s (undamped) envelope."""
+        f = self.frequencies_zone()[:, None, :].detach()  # (zones, 1, P) of string 0
+        d = 0.3 + f / 1000.0
+        for s in range(self.strings):
+            self.decay[:, :, s] = _softplus_inverse(d * (1.0 if s == 0 else 0.3))
+        zone_undamped = torch.zeros(self.zones, dtype=torch.bool).index_fill(0, self.zone[self.undamped], True)
+        self.release.copy_(_softplus_inverse(torch.where(zone_undamped, 1.4, 7.0))[:, None].expand_as(self.release))
+
+    # -----------------------------------------------------------------------------------------
+    # Frequencies
+    # -----------------------------------------------------------------------------------------
+
+    def frequencies_zone(self) -> torch.Tensor:
+        """Each zone's recording's partial frequencies (before the strings' detune), (zones, P)."""
+        f0 = self.f0_nominal * 2.0 ** (self.detune * 10.0 / 1200.0)
+        return self.j[None, :] * f0[:, None] * torch.sqrt(1 + torch.exp(self.log_b)[:, None] * self.j[None, :] ** 2)
+
+    def frequencies(self) -> torch.Tensor:
+        """Every key's string frequencies in Hz, (keys, strings, partials): its zone's, replayed
+        at the key's ratio."""
+        fz = self.frequencies_zone()[:, None, :] * 2.0 ** (self.string_detune / 1200.0)  # (zones, S, P)
+        return fz[self.zone] * self.ratio[:, None, None]
+
+    @torch.no_grad()
+    def init_from_data(self, est: "VoiceEstimate") -> None:
+        """Tuning, inharmonicity, per-channel onset phases and levels, and partial counts from
+        ``estimate_voices``: each zone takes its recorded key's values (or, where that key had
+        too few notes, a neighbour in the zone that had more)."""
+        C = self.channels
+        if est.phase.shape[1] != C:
+            raise ValueError(f"the estimate has {est.phase.shape[1]} channels, the decoder {C}")
+        P = min(self.partials, est.phase.shape[2])
+        keys = torch.arange(KEYS)
+        for z in range(self.zones):
+            members = keys[self.zone == z].tolist()
+            best = max(members, key=lambda k: (int(est.used[k]), -abs(k - members[len(members) // 2])))
+            r = float(self.ratio[best])
+            self.detune[z] = 1200.0 / 10.0 * math.log2(est.f0_hz[best] / r / float(self.f0_nominal[z]))
+            self.log_b[z] = math.log(max(float(est.b[best]), 1e-6))
+            for s in range(self.strings):
+                self.phase[z, :, s, :P] = torch.as_tensor(est.phase[best, :, :P], dtype=torch.float32)
+                # the strings share the measured level: their sum at the onset is that level
+                level = torch.as_tensor(est.level[best, :, :P], dtype=torch.float32).clamp_min(1e-7)
+                self.level[z, :, s, :P] = torch.log(level / self.strings)
+            self.partial_count[z] = int(min(self.partials, max(int(est.count[m]) for m in members)))
+        self.reset_decays()
+
+    # -----------------------------------------------------------------------------------------
+    # Voices
+    # -----------------------------------------------------------------------------------------
+
+    def condition(self, h: torch.Tensor) -> torch.Tensor:
+        """Encoder states -> the small conditioning each voice reads. (b, t, c) -> (b, t, cond)."""
+        return self.cond(h)
+
+    def voice_end(self, onset: torch.Tensor, release: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
+        """The sample after which a voice is never computed: ``max_voice_seconds`` after the onset,
+        or 1.5 s after the release of a damped key (its level has fallen by its release rate),
+        6 s after that of an undamped one, whichever is first."""
+        sr = self.sample_rate
+        after = torch.full_like(release, round(1.5 * sr))
+        if key is not None:
+            after = torch.where(self.undamped[key.clamp(0, KEYS - 1)].to(release.device), round(6.0 * sr), after)
+        return torch.minimum(onset + round(self.max_voice_seconds * sr), release + after)
+
+    def forward(self, h: torch.Tensor, offset: torch.Tensor | None = None, notes: torch.Tensor | None = None) -> torch.Tensor:
+        if notes is None:
+            raise ValueError("the grand decoder needs the note table (notes=...)")
+        return self.render(self.condition(h), notes, offset)
+
+    def render(self, c: torch.Tensor, notes: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Conditioning + note table -> audio.
+
+        c: (batch, frames, cond), notes: (batch, notes, 4), offset: (batch,) index of the first
+        frame in the whole piece (the noise's phases use it) -> (batch, channels, frames * hop)
+        """
+        b, t, _ = c.shape
+        hop, sr, C = self.hop, self.sample_rate, self.channels
+        dev = c.device
+        notes = notes.to(dev)
+        vb, vi = torch.nonzero(notes[..., 0] >= 0, as_tuple=True)  # (voices,)
+        key, vel, on, rel = notes[vb, vi].unbind(-1)
+        end = self.voice_end(on, rel, key)
+
+        # grid frames f = 0..t (centred on f hop) from the one holding the onset, f_h = floor(on / hop)
+        f_h = torch.div(on, hop, rounding_mode="floor")
+        f_lo = f_h.clamp(min=0)
+        f = f_lo[:, None] + torch.arange(t + 1, device=dev)[None, :]  # (voices, t + 1)
+        alive = (f <= t) & ((f - 1) * hop <= end[:, None])
+        rv, rf = torch.nonzero(alive, as_tuple=True)
+        f = f[rv, rf]
+        key, vel, on, rel, vb, f_h = key[rv], vel[rv], on[rv], rel[rv], vb[rv], f_h[rv]
+        centre = f * hop
+        t_on = (centre - on).clamp(min=0).to(c.dtype) / sr  # the onset frame reads t = 0
+        t_off = (centre - rel).clamp(min=0).to(c.dtype) / sr
+        held = (rel - on).clamp(min=0).to(c.dtype) / sr
+
+        log_amp, log_noise = self._log_amplitudes(c, vb, key, vel, f, t_on, t_off, held)
+        amp = torch.exp(log_amp.clamp(max=4.0))  # (rows, C, S, P)
+        noise = torch.exp(log_noise.clamp(max=4.0))  # (rows, C, bands)
+        # a released frame whose partials sum below the floor in every channel (and whose bands
+        # are all below it) is dropped
+        dead = (centre > rel) & (amp.detach().sum(dim=(2, 3)).amax(dim=1) < FLOOR) & (noise.detach().amax(dim=(1, 2)) < FLOOR)
+        keep = ~dead
+        if not bool(keep.all()):
+            f, key, on, vb, f_h, centre, amp, noise = f[keep], key[keep], on[keep], vb[keep], f_h[keep], centre[keep], amp[keep], noise[keep]
+        out = self._partials(amp, key, on, vb, f, f_h, b, t)
+        return out + self._noise(c, noise, vb, f, offset, b, t)
+
+    def _log_amplitudes(self, c, vb, key, vel, f, t_on, t_off, held) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-amplitudes of every string of every partial, (rows, C, S, P), and of every noise
+        band, (rows, C, bands), of each (voice, frame) row."""
+        C, S, P, G, nb, t = self.channels, self.strings, self.partials, self.shape_bands, self.bands, c.shape[1]
+        dt = c.dtype
+        v = vel.to(dt) / 127.0
+        emb = torch.cat([self.key_emb(key), v[:, None], torch.log(v)[:, None]], dim=1)  # (rows, 18)
+        released = (t_off > 0).to(dt)
+        time = torch.stack(
+            [t_on, torch.log1p(t_on / 0.005), torch.log1p(t_on / 0.05), torch.log1p(t_on / 0.5),
+             released, t_off, torch.log1p(t_off / 0.005), torch.log1p(t_off / 0.05)], dim=1,
+        )  # fmt: skip
+        frame = f.clamp(0, t - 1)
+        # index_select: its backward adds rows in order (bit-identical gradients, see voices.py)
+        cond = c.reshape(-1, c.shape[-1]).index_select(0, vb * t + frame)
+        out = self.net(torch.cat([emb, time, cond], dim=1)).view(-1, C, G + nb)
+        shape, bands = out[..., :G], out[..., G:]
+
+        z, layer = self.zone[key], self.layer[vel.clamp(0, 127)]
+        freqs = self.frequencies()  # (keys, S, P)
+        # the network's smooth correction, interpolated from G log-frequency centres to each partial
+        logf = torch.log(freqs[:, 0].detach().clamp_min(1.0))  # (keys, P)
+        interp = _interp_matrix(logf, self.shape_centres)  # (keys, P, G)
+        corr = torch.einsum("rcg,rpg->rcp", shape, interp.index_select(0, key))  # (rows, C, P)
+        ratio = self.ratio[key][:, None, None, None]
+        decay = nn.functional.softplus(self.decay).index_select(0, z) * ratio  # (rows, C, S, P)
+        release = nn.functional.softplus(self.release).index_select(0, z)  # (rows, P)
+        level = self.level.index_select(0, z) + self.layer_level[z, layer][:, :, None, :]
+        log_amp = (
+            level + (self.velocity_gain * torch.log(v))[:, None, None, None] + corr[:, :, None, :]
+            - decay * t_on[:, None, None, None] - (release * t_off[:, None])[:, None, None, :]
+        )  # fmt: skip
+        # partials past the zone's measured count, or past Nyquist, are silent
+        count = self.partial_count.index_select(0, z)
+        silent = (self.j[None, :] > count[:, None])[:, None, None, :] | (freqs.index_select(0, key) >= 0.45 * self.sample_rate)[:, None]
+        log_amp = log_amp.masked_fill(silent, -30.0)
+
+        rates = nn.functional.softplus(self.noise_rates(emb))
+        d_n, r_n = rates[:, :nb], rates[:, nb:]
+        log_noise = bands - (d_n * t_on[:, None] + r_n * t_off[:, None])[:, None, :]
+        # the key-release noise: from the release on, quieter the longer the key was held (rt_decay 2 dB/s)
+        rel_noise = (
+            self.release_noise.index_select(0, key) + (self.velocity_gain * torch.log(v))[:, None, None]
+            - (math.log(10) / 20 * 2.0 * held)[:, None, None]
+            - (nn.functional.softplus(self.release_noise_rate)[None, :] * t_off[:, None])[:, None, :]
+        )  # fmt: skip
+        rel_noise = rel_noise.masked_fill(~(t_off > 0)[:, None, None], -30.0)
+        log_noise = 0.5 * torch.logaddexp(2 * log_noise, 2 * rel_noise)  # powers add
+        return log_amp, log_noise
+
+    def _partials(self, amp, key, on, vb, f, f_h, b, t) -> torch.Tensor:
+        """Every row's strings into one spectrum per (example, channel, frame), the onset frames
+        into a spectrum of their own each, gated at the onset. -> (batch, C, t * hop)"""
+        hop, sr, C, S, P = self.hop, self.sample_rate, self.channels, self.strings, self.partials
+        freqs = self.frequencies().detach().index_select(0, key)  # (rows, S, P)
+        # phase at the frame's centre: the onset phase + 2 pi f (centre - onset) / sr (float64 cycles)
+        since = (f * hop - on).double()
+        cycles = torch.remainder(since[:, None, None] * freqs.double() / sr, 1.0).to(amp.dtype)
+        z = self.zone[key]
+        theta = 2 * math.pi * cycles[:, None] + self.phase.index_select(0, z)  # (rows, C, S, P)
+        # the two frames that overlap the block holding the onset, [f_h hop, (f_h + 1) hop), are
+        # rendered each in a spectrum of its own and gated at the onset sample
+        head = (f == f_h) | (f == f_h + 1)
+        n_grid = b * C * (t + 1)
+        heads = torch.nonzero(head, as_tuple=True)[0]
+        dev = amp.device
+        slot = ((vb * C)[:, None] + torch.arange(C, device=dev)) * (t + 1) + f[:, None]  # (rows, C)
+        slot[heads] = n_grid + torch.arange(len(heads), device=dev)[:, None] * C + torch.arange(C, device=dev)
+        # one kernel per key present, shared by all its rows and channels
+        present, which = torch.unique(key, return_inverse=True)
+        kernels = self.synth.kernels(self.frequencies().index_select(0, present).reshape(len(present), S * P))
+        spec = self.synth.spectrum(
+            amp.reshape(-1, S * P), theta.reshape(-1, S * P), slot.reshape(-1), n_grid + len(heads) * C,
+            kernels, which[:, None].expand(-1, C).reshape(-1),
+        )  # fmt: skip
+        frames = self.synth.frames(spec)  # (slots, 2 hop)
+        y = self.synth.overlap_add(frames[:n_grid].view(b * C, t + 1, 2 * hop))  # (b C, t hop)
+        if len(heads):
+            fh = f[heads]
+            q = torch.arange(2 * hop, device=dev)
+            gate = ((fh - 1) * hop)[:, None] + q[None, :] >= on[heads][:, None]  # (heads, 2 hop)
+            parts = (frames[n_grid:].view(len(heads), C, 2 * hop) * gate[:, None, :].to(frames.dtype)).view(len(heads), C, 2, hop)
+            block = fh[:, None] + torch.tensor([-1, 0], device=dev)  # each half's block of hop samples
+            inside = (block >= 0) & (block < t)  # (heads, 2)
+            idx = ((vb[heads] * C)[:, None, None] + torch.arange(C, device=dev)[None, :, None]) * t + block[:, None, :]  # (heads, C, 2)
+            keep = inside[:, None, :].expand(-1, C, -1)
+            blocks = y.view(b * C * t, hop).index_add(0, idx[keep], parts[keep])
+            y = blocks.view(b * C, t * hop)
+        return y.view(b, C, t * hop)
+
+    def _noise(self, c, noise, vb, f, offset, b, t) -> torch.Tensor:
+        """Filtered noise per channel: every voice's band powers summed in its frame, plus the
+        global bands, shaped by an inverse STFT with each channel's own phases. -> (b, C, t hop)"""
+        C, nb = self.channels, self.bands
+        frame = f - 1  # grid frame f is centred on f hop: the noise frame that holds it starts there
+        inside = (frame >= 0) & (frame < t)
+        power = torch.exp(2 * self.global_noise(c).clamp(max=4.0)).view(b, t, C, nb).permute(0, 2, 1, 3)  # (b, C, t, bands)
+        rows = ((vb * C)[:, None] + torch.arange(C, device=c.device)) * t + frame[:, None]  # (rows, C)
+        flat = power.reshape(b * C * t, nb).index_add(0, rows[inside].reshape(-1), (noise[inside] ** 2).reshape(-1, nb))
+        mag = torch.sqrt(flat.view(b * C, t, nb) + 1e-20) @ self.bands_to_bins  # (b C, t, bins)
+        # each channel's own phases: its frames are numbered as if a long way further on
+        base = torch.zeros(b, dtype=torch.long, device=c.device) if offset is None else offset.to(c.device).long()
+        chan_offset = (base[:, None] + torch.arange(C, device=c.device)[None, :] * 10_000_019).reshape(-1)
+        phase = noise_phase(mag.shape, chan_offset, c.device).to(c.dtype)
+        y = istft_centred(torch.polar(mag, phase), self.n_fft, self.hop, self.window)
+        return y.view(b, C, t * self.hop)
+
+
+def _softplus_inverse(y: torch.Tensor | float) -> torch.Tensor:
+    y = torch.as_tensor(y, dtype=torch.float32)
+    return y + torch.log(-torch.expm1(-y))
+
+
+def _interp_matrix(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation weights from values at ``centres`` (G,) to points ``x`` (...),
+    held flat outside. -> (..., G)"""
+    g = len(centres)
+    x = x.clamp(float(centres[0]), float(centres[-1]))
+    i = torch.searchsorted(centres, x.contiguous()).clamp(1, g - 1)
+    lo, hi = centres[i - 1], centres[i]
+    w = (x - lo) / (hi - lo)
+    out = torch.zeros(*x.shape, g, dtype=x.dtype, device=x.device)
+    out.scatter_(-1, (i - 1)[..., None], (1 - w)[..., None])
+    out.scatter_add_(-1, i[..., None], w[..., None])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting values from the performances
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VoiceEstimate:
+    """What ``estimate_voices`` reads off the performances, per key (88) and channel (C)."""
+
+    f0_hz: np.ndarray  # (88,) tuning
+    b: np.ndarray  # (88,) inharmonicity
+    phase: np.ndarray  # (88, C, partials) radians at the onset
+    level: np.ndarray  # (88, C, partials) amplitude at velocity 127 in the onset-aligned average
+    count: np.ndarray  # (88,) partials whose level is within floor_db of the key's strongest
+    used: np.ndarray  # (88,) notes averaged
+
+
+def estimate_voices(
+    pieces, sample_rate: int, partials: int = 192, seconds: float = 0.25, max_notes: int = 64, floor_db: float = -80.0
+) -> VoiceEstimate:
+    """Every key's tuning, inharmonicity, and per-channel phases and levels of its partials, read
+    off performances: ``voices.estimate_partials``' onset-aligned averages (where a key's own
+    waveform adds up and the other notes average away), taken per channel. f0 and B are fitted
+    on the channels' sum; each partial's phase and level in each channel come from the projection
+    of that channel's average on the partial's frequency. ``count`` is the number of partials up
+    to the last one whose level stands above the average's noise and within ``floor_db`` of the
+    key's strongest: where the reference holds energy above the floor.
+
+    Args:
+        pieces: iterable of (audio (channels, samples) or (samples,) float, notes (n, 4) int64).
+    """
+    n = int(seconds * sample_rate)
+    sums: np.ndarray | None = None
+    used = np.zeros(KEYS, int)
+    for audio, notes in pieces:
+        audio = np.asarray(audio, dtype=np.float64)
+        audio = audio[None] if audio.ndim == 1 else audio
+        if sums is None:
+            sums = np.zeros((KEYS, audio.shape[0], n))
+        for key, vel, on, rel in np.asarray(notes):
+            if used[key] >= max_notes or rel - on < n or on + n > audio.shape[1] or on < 0:
+                continue
+            sums[key] += audio[:, on : on + n] / (vel / 127.0) ** 2
+            used[key] += 1
+    C = 1 if sums is None else sums.shape[1]
+    sums = np.zeros((KEYS, C, n)) if sums is None else sums
+    keys = np.arange(KEYS)
+    f0_nom = 440.0 * 2.0 ** ((keys + LOWEST_KEY - 69) / 12.0)
+    b_typ = typical_inharmonicity(torch.arange(KEYS)).numpy().astype(np.float64)
+    f0, b = f0_nom.copy(), b_typ.copy()
+    phase = np.zeros((KEYS, C, partials))
+    level = np.zeros((KEYS, C, partials))
+    count = np.zeros(KEYS, int)
+    fitted = np.zeros(KEYS, bool)
+    window = np.hanning(n)
+    m = np.arange(n)
+    for key in keys[used >= 3]:
+        y = sums[key] / used[key]  # (C, n)
+        fit = fit_key_partials(y.sum(axis=0), sample_rate, f0_nom[key], b_typ[key], partials)
+        if fit is not None:
+            f0[key], b[key], fitted[key] = fit
+    if fitted.any():  # keys without enough notes: the nearest fitted key's detune and B
+        have = keys[fitted]
+        for key in keys[~fitted]:
+            near = have[np.argmin(np.abs(have - key))]
+            f0[key], b[key] = f0_nom[key] * f0[near] / f0_nom[near], b[near]
+    for key in keys[used >= 3]:
+        y = sums[key] / used[key]
+        j = np.arange(1, partials + 1)
+        f = j * f0[key] * np.sqrt(1 + b[key] * j * j)
+        below = f < 0.45 * sample_rate
+        basis = np.exp(-2j * np.pi * np.outer(m, f) / sample_rate)
+        proj = (y * window) @ basis  # (C, partials)
+        phase[key] = np.angle(proj * 2j)  # sin(w m + phi) projects onto e^{-i w m} as e^{i phi} / 2i
+        level[key] = 2 * np.abs(proj) / window.sum() * below
+        # the average's own noise: the projection halfway between neighbouring partials
+        mid = np.exp(-2j * np.pi * np.outer(m, f + 0.5 * f0[key]) / sample_rate)
+        noise = 2 * np.abs((y * window) @ mid).max(axis=0) / window.sum()
+        strongest = level[key].max(axis=0)
+        ok = (strongest > 3 * noise) & (strongest >= strongest.max() * 10 ** (floor_db / 20)) & below
+        count[key] = int(np.nonzero(ok)[0].max()) + 1 if ok.any() else 0
+    return VoiceEstimate(f0, b, phase, level, count, used)

@@ -137,9 +137,9 @@ def test_one_stereo_voice_carries_its_levels_and_phases_in_its_two_channels():
     f = dec.frequencies()[key].detach().double().numpy()  # (S, P)
     assert np.all(f < 0.45 * SR)
     # the frequencies the decoder was given: its zone's stretched partials, the second string 1.5 cents up
-    f0 = float(dec.f0_nominal[z]) * 2 ** (float(dec.detune[z]) * 10 / 1200)
+    f0 = float(dec.f0_nominal[z]) * 2 ** (float(dec.detune[z].detach()) * 10 / 1200)
     j = np.arange(1, P + 1)
-    b = math.exp(float(dec.log_b[z]))
+    b = math.exp(float(dec.log_b[z].detach()))
     assert np.allclose(f[0], j * f0 * np.sqrt(1 + b * j * j), rtol=1e-5)
     assert np.allclose(f[1], f[0] * 2 ** (1.5 / 1200), rtol=1e-5)
     n = np.arange(t * HOP) - onset

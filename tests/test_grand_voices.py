@@ -61,34 +61,29 @@ def test_inverse_fft_synthesis_matches_exact_sinusoids():
     amp = np.abs(rng.normal(0.3, 0.1, (1, len(freqs)))) * np.exp(-centres[:, None] / SR * rng.uniform(0.5, 8, len(freqs)))
     amp[10:14] *= np.linspace(1, 3, 4)[:, None]  # a ramp up in the middle
     theta = np.remainder(phases + 2 * np.pi * np.outer(centres, freqs) / SR, 2 * np.pi)
-    kernels = synth.kernels(torch.tensor(freqs[None], dtype=torch.float32))
-    spec = synth.spectrum(
-        torch.tensor(amp, dtype=torch.float32), torch.tensor(theta, dtype=torch.float32),
-        torch.arange(frames + 1), frames + 1, kernels, torch.zeros(frames + 1, dtype=torch.long),
-    )  # fmt: skip
+    kernels = synth.kernels(torch.tensor(freqs, dtype=torch.float32))
+    slot, index = torch.arange(frames + 1)[:, None], torch.arange(len(freqs))[None, :]
+    a, th = torch.tensor(amp, dtype=torch.float32), torch.tensor(theta, dtype=torch.float32)
+    spec = synth.spectrum(a, th, slot, frames + 1, kernels, index)
     y = synth.overlap_add(synth.frames(spec)).double().numpy()
     ref = exact_partials(freqs, phases, amp, frames, HOP, SR)
     inner = slice(HOP, (frames - 1) * HOP)  # frame 0's first half lies before sample 0
     assert db(y[inner] - ref[inner], ref[inner]) < -90
     # fewer taps than the main lobe: far worse (what the bound above rests on)
     coarse = InverseFFTSynth(HOP, SR, taps=6)
-    spec6 = coarse.spectrum(
-        torch.tensor(amp, dtype=torch.float32), torch.tensor(theta, dtype=torch.float32),
-        torch.arange(frames + 1), frames + 1, coarse.kernels(torch.tensor(freqs[None], dtype=torch.float32)),
-        torch.zeros(frames + 1, dtype=torch.long),
-    )  # fmt: skip
+    spec6 = coarse.spectrum(a, th, slot, frames + 1, coarse.kernels(torch.tensor(freqs, dtype=torch.float32)), index)
     y6 = coarse.overlap_add(coarse.frames(spec6)).double().numpy()
     assert db(y6[inner] - ref[inner], ref[inner]) > -60
 
 
 def test_inverse_fft_synthesis_is_differentiable_in_amplitude_phase_and_frequency():
     synth = InverseFFTSynth(64, 8000, taps=8).double()
-    freqs = torch.tensor([[300.0, 1210.0]], dtype=torch.float64, requires_grad=True)
+    freqs = torch.tensor([30.0, 1210.0], dtype=torch.float64, requires_grad=True)  # 30 Hz: both lobes
     amp = torch.tensor([[0.5, 0.2], [0.4, 0.3]], dtype=torch.float64, requires_grad=True)
     phase = torch.tensor([[0.1, 2.0], [1.0, -1.0]], dtype=torch.float64, requires_grad=True)
 
     def f(a, p, fr):
-        spec = synth.spectrum(a, p, torch.arange(2), 2, synth.kernels(fr), torch.zeros(2, dtype=torch.long))
+        spec = synth.spectrum(a, p, torch.arange(2)[:, None], 2, synth.kernels(fr), torch.arange(2)[None, :])
         return synth.frames(spec)
 
     assert torch.autograd.gradcheck(f, (amp, phase, freqs))

@@ -256,22 +256,34 @@ class GrandDecoder(nn.Module):
         t_off = (centre - rel).clamp(min=0).to(c.dtype) / sr
         held = (rel - on).clamp(min=0).to(c.dtype) / sr
 
-        log_amp, log_noise = self._log_amplitudes(c, vb, key, vel, f, t_on, t_off, held)
-        amp = torch.exp(log_amp.clamp(max=4.0))  # (rows, C, S, P)
+        shape, log_noise = self._network(c, vb, key, vel, f, t_on, t_off, held)
         noise = torch.exp(log_noise.clamp(max=4.0))  # (rows, C, bands)
+        # only the partials each key plays: one item per (row, partial)
+        counts = self.partials_per_key().index_select(0, key)  # (rows,)
+        ir = torch.repeat_interleave(torch.arange(len(key), device=dev), counts)
+        ip = torch.arange(len(ir), device=dev) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        log_amp = self._log_amplitudes(shape, key, vel, t_on, t_off, ir, ip)
+        amp = torch.exp(log_amp.clamp(max=4.0))  # (items, C, S)
         # a released frame whose partials sum below the floor in every channel (and whose bands
         # are all below it) is dropped
-        dead = (centre > rel) & (amp.detach().sum(dim=(2, 3)).amax(dim=1) < FLOOR) & (noise.detach().amax(dim=(1, 2)) < FLOOR)
-        keep = ~dead
-        if not bool(keep.all()):
-            f, key, on, vb, f_h, centre, amp, noise = f[keep], key[keep], on[keep], vb[keep], f_h[keep], centre[keep], amp[keep], noise[keep]
-        out = self._partials(amp, key, on, vb, f, f_h, b, t)
+        total = amp.detach().new_zeros(len(key), C).index_add_(0, ir, amp.detach().sum(dim=2))
+        dead = (centre > rel) & (total.amax(dim=1) < FLOOR) & (noise.detach().amax(dim=(1, 2)) < FLOOR)
+        if bool(dead.any()):
+            live = ~dead[ir]
+            ir, ip, amp = ir[live], ip[live], amp[live]
+        out = self._partials(amp, ir, ip, key, on, vb, f, f_h, b, t)
         return out + self._noise(c, noise, vb, f, offset, b, t)
 
-    def _log_amplitudes(self, c, vb, key, vel, f, t_on, t_off, held) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-amplitudes of every string of every partial, (rows, C, S, P), and of every noise
-        band, (rows, C, bands), of each (voice, frame) row."""
-        C, S, P, G, nb, t = self.channels, self.strings, self.partials, self.shape_bands, self.bands, c.shape[1]
+    def partials_per_key(self) -> torch.Tensor:
+        """How many partials each key plays: its zone's measured count, less those a learned B
+        or tuning would push above 0.45 of the sample rate. (keys,) int64"""
+        below = (self.frequencies().detach().amax(dim=1) < 0.45 * self.sample_rate).sum(dim=1)  # (keys,)
+        return torch.minimum(self.partial_count.index_select(0, self.zone), below)
+
+    def _network(self, c, vb, key, vel, f, t_on, t_off, held) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's smooth level correction of each (voice, frame) row, (rows, C, G) at G
+        log-frequency centres, and the log-amplitudes of its noise bands, (rows, C, bands)."""
+        C, G, nb, t = self.channels, self.shape_bands, self.bands, c.shape[1]
         dt = c.dtype
         v = vel.to(dt) / 127.0
         emb = torch.cat([self.key_emb(key), v[:, None], torch.log(v)[:, None]], dim=1)  # (rows, 18)
@@ -285,26 +297,6 @@ class GrandDecoder(nn.Module):
         cond = c.reshape(-1, c.shape[-1]).index_select(0, vb * t + frame)
         out = self.net(torch.cat([emb, time, cond], dim=1)).view(-1, C, G + nb)
         shape, bands = out[..., :G], out[..., G:]
-
-        z, layer = self.zone[key], self.layer[vel.clamp(0, 127)]
-        freqs = self.frequencies()  # (keys, S, P)
-        # the network's smooth correction, interpolated from G log-frequency centres to each partial
-        logf = torch.log(freqs[:, 0].detach().clamp_min(1.0))  # (keys, P)
-        interp = _interp_matrix(logf, self.shape_centres)  # (keys, P, G)
-        corr = torch.einsum("rcg,rpg->rcp", shape, interp.index_select(0, key))  # (rows, C, P)
-        ratio = self.ratio[key][:, None, None, None]
-        decay = nn.functional.softplus(self.decay).index_select(0, z) * ratio  # (rows, C, S, P)
-        release = nn.functional.softplus(self.release).index_select(0, z)  # (rows, P)
-        level = self.level.index_select(0, z) + self.layer_level[z, layer][:, :, None, :]
-        log_amp = (
-            level + (self.velocity_gain * torch.log(v))[:, None, None, None] + corr[:, :, None, :]
-            - decay * t_on[:, None, None, None] - (release * t_off[:, None])[:, None, None, :]
-        )  # fmt: skip
-        # partials past the zone's measured count, or past Nyquist, are silent
-        count = self.partial_count.index_select(0, z)
-        silent = (self.j[None, :] > count[:, None])[:, None, None, :] | (freqs.index_select(0, key) >= 0.45 * self.sample_rate)[:, None]
-        log_amp = log_amp.masked_fill(silent, -30.0)
-
         rates = nn.functional.softplus(self.noise_rates(emb))
         d_n, r_n = rates[:, :nb], rates[:, nb:]
         log_noise = bands - (d_n * t_on[:, None] + r_n * t_off[:, None])[:, None, :]
@@ -315,34 +307,55 @@ class GrandDecoder(nn.Module):
             - (nn.functional.softplus(self.release_noise_rate)[None, :] * t_off[:, None])[:, None, :]
         )  # fmt: skip
         rel_noise = rel_noise.masked_fill(~(t_off > 0)[:, None, None], -30.0)
-        log_noise = 0.5 * torch.logaddexp(2 * log_noise, 2 * rel_noise)  # powers add
-        return log_amp, log_noise
+        return shape, 0.5 * torch.logaddexp(2 * log_noise, 2 * rel_noise)  # powers add
 
-    def _partials(self, amp, key, on, vb, f, f_h, b, t) -> torch.Tensor:
-        """Every row's strings into one spectrum per (example, channel, frame), the onset frames
-        into a spectrum of their own each, gated at the onset. -> (batch, C, t * hop)"""
+    def _log_amplitudes(self, shape, key, vel, t_on, t_off, ir, ip) -> torch.Tensor:
+        """Log-amplitudes of each item (row ``ir``, partial ``ip``) in every channel and string,
+        (items, C, S) (see the module docstring)."""
+        z = self.zone[key][ir]
+        layer = self.layer[vel.clamp(0, 127)][ir]
+        log_v = torch.log(vel.to(shape.dtype) / 127.0)[ir]
+        zp = z * self.partials + ip  # row of the (zones * P, ...) tables
+        level = self.level.permute(0, 3, 1, 2).reshape(-1, self.channels, self.strings).index_select(0, zp)  # (items, C, S)
+        step = self.layer_level.permute(0, 1, 3, 2).reshape(-1, self.channels)
+        step = step.index_select(0, (z * len(LAYER_BOUNDS) + layer) * self.partials + ip)  # (items, C)
+        decay = nn.functional.softplus(self.decay).permute(0, 3, 1, 2).reshape(-1, self.channels, self.strings).index_select(0, zp)
+        release = nn.functional.softplus(self.release).reshape(-1).index_select(0, zp)  # (items,)
+        # the network's correction at each partial's log frequency
+        logf = torch.log(self.frequencies()[:, 0].detach().clamp_min(1.0))  # (keys, P)
+        interp = _interp_matrix(logf.reshape(-1).index_select(0, key[ir] * self.partials + ip), self.shape_centres)  # (items, G)
+        corr = (shape.index_select(0, ir) * interp[:, None, :]).sum(dim=-1)  # (items, C)
+        ratio = self.ratio.index_select(0, key[ir])
+        return (
+            level + (step + (self.velocity_gain * log_v)[:, None] + corr)[:, :, None]
+            - decay * (ratio * t_on[ir])[:, None, None] - (release * t_off[ir])[:, None, None]
+        )  # fmt: skip
+
+    def _partials(self, amp, ir, ip, key, on, vb, f, f_h, b, t) -> torch.Tensor:
+        """Every item's strings into one spectrum per (example, channel, frame); the two frames
+        that overlap the block holding a voice's onset into spectra of their own each, gated at
+        the onset. amp: (items, C, S) -> (batch, C, t * hop)"""
         hop, sr, C, S, P = self.hop, self.sample_rate, self.channels, self.strings, self.partials
-        freqs = self.frequencies().detach().index_select(0, key)  # (rows, S, P)
+        dev = amp.device
+        freqs = self.frequencies()  # (keys, S, P)
+        present, which = torch.unique(key, return_inverse=True)
         # phase at the frame's centre: the onset phase + 2 pi f (centre - onset) / sr (float64 cycles)
-        since = (f * hop - on).double()
-        cycles = torch.remainder(since[:, None, None] * freqs.double() / sr, 1.0).to(amp.dtype)
-        z = self.zone[key]
-        theta = 2 * math.pi * cycles[:, None] + self.phase.index_select(0, z)  # (rows, C, S, P)
+        f_item = freqs.detach().permute(0, 2, 1).reshape(-1, S).index_select(0, key[ir] * P + ip)  # (items, S)
+        since = (f * hop - on).double().index_select(0, ir)
+        cycles = torch.remainder(since[:, None] * f_item.double() / sr, 1.0).to(amp.dtype)
+        phase = self.phase.permute(0, 3, 1, 2).reshape(-1, C, S).index_select(0, self.zone[key][ir] * P + ip)  # (items, C, S)
+        theta = 2 * math.pi * cycles[:, None, :] + phase
         # the two frames that overlap the block holding the onset, [f_h hop, (f_h + 1) hop), are
         # rendered each in a spectrum of its own and gated at the onset sample
         head = (f == f_h) | (f == f_h + 1)
         n_grid = b * C * (t + 1)
         heads = torch.nonzero(head, as_tuple=True)[0]
-        dev = amp.device
         slot = ((vb * C)[:, None] + torch.arange(C, device=dev)) * (t + 1) + f[:, None]  # (rows, C)
         slot[heads] = n_grid + torch.arange(len(heads), device=dev)[:, None] * C + torch.arange(C, device=dev)
-        # one kernel per key present, shared by all its rows and channels
-        present, which = torch.unique(key, return_inverse=True)
-        kernels = self.synth.kernels(self.frequencies().index_select(0, present).reshape(len(present), S * P))
-        spec = self.synth.spectrum(
-            amp.reshape(-1, S * P), theta.reshape(-1, S * P), slot.reshape(-1), n_grid + len(heads) * C,
-            kernels, which[:, None].expand(-1, C).reshape(-1),
-        )  # fmt: skip
+        # one kernel per string and partial of each key present, shared by all its frames and channels
+        kernels = self.synth.kernels(freqs.index_select(0, present).reshape(-1))
+        kidx = ((which[ir] * S)[:, None] + torch.arange(S, device=dev)) * P + ip[:, None]  # (items, S)
+        spec = self.synth.spectrum(amp, theta, slot.index_select(0, ir)[:, :, None], n_grid + len(heads) * C, kernels, kidx[:, None, :])
         frames = self.synth.frames(spec)  # (slots, 2 hop)
         y = self.synth.overlap_add(frames[:n_grid].view(b * C, t + 1, 2 * hop))  # (b C, t hop)
         if len(heads):

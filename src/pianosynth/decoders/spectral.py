@@ -113,37 +113,39 @@ class InverseFFTSynth(nn.Module):
         return k.clamp(0, self.bins - 1), w * valid.to(w.dtype)
 
     def kernels(self, freqs_hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both lobes' bins and weights for sets of partials (one set per key, say), computed once
-        and shared by every frame that plays them.
+        """Both lobes of each partial, computed once and shared by every frame that plays it.
 
-        freqs_hz: (sets, partials) -> bins, weights (sets, partials + low, taps) and ``low``
-        (low,) int64: the partials whose negative-frequency lobe reaches the positive bins in some
-        set (those within taps/2 + 1 bins of 0 Hz), whose negative lobes follow the positive ones.
+        freqs_hz: (partials,) -> bins, weights (2 partials, taps): partial i's positive lobe in
+        row i and its negative-frequency image in row partials + i; and ``near_zero``
+        (partials,) bool: whether that image reaches the positive bins (the partial lies within
+        taps/2 + 1 bins of 0 Hz), the only ones whose image is added.
         """
         bins, w = self.kernel(freqs_hz)
-        low = torch.nonzero((freqs_hz.detach() * (self.n_fft / self.sample_rate) < self.taps // 2 + 1).any(dim=0))[:, 0]
-        if len(low):
-            nb, nw = self.kernel(freqs_hz[:, low], negative=True)
-            bins, w = torch.cat([bins, nb], dim=1), torch.cat([w, nw], dim=1)
-        return bins, w, low
+        nb, nw = self.kernel(freqs_hz, negative=True)
+        near_zero = freqs_hz.detach() * (self.n_fft / self.sample_rate) < self.taps // 2 + 1
+        return torch.cat([bins, nb]), torch.cat([w, nw]), near_zero
 
     def spectrum(
         self, amp: torch.Tensor, phase: torch.Tensor, slot: torch.Tensor, n_slots: int,
-        kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor], index: torch.Tensor, chunk_rows: int = 4096,
+        kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor], index: torch.Tensor, chunk: int = 1 << 16,
     ) -> torch.Tensor:
-        """Sums partials into one spectrum per slot (a slot is one frame of one output channel).
+        """Sums sinusoids into one spectrum per slot (a slot is one frame of one output channel).
 
-        amp, phase: (rows, partials): each partial's amplitude and its phase at the frame's centre
-        in radians (``a sin(2 pi f t + phase)`` with t = 0 there); slot: (rows,) int64 in
-        0..n_slots-1; kernels: from ``kernels`` for (sets, partials) frequencies; index: (rows,)
-        each row's set. -> (n_slots, n_fft / 2 + 1) complex
+        amp, phase, slot, index: one entry per sinusoid in one frame (any shape; they broadcast):
+        its amplitude, its phase at the frame's centre in radians (``a sin(2 pi f t + phase)``
+        with t = 0 there), its slot in 0..n_slots-1 and its partial's row in ``kernels``.
+        -> (n_slots, n_fft / 2 + 1) complex
         """
-        bins, w, low = kernels
+        amp, phase, slot, index = (t.reshape(-1) for t in torch.broadcast_tensors(amp, phase, slot, index))
+        bins, w, near_zero = kernels
         # a sin(x + phase) = a/2 e^{i(phase - pi/2)} e^{ix} + its conjugate at -f
         coef = torch.polar(0.5 * amp, phase - math.pi / 2)
+        low = torch.nonzero(near_zero[index], as_tuple=True)[0]
         if len(low):
-            coef = torch.cat([coef, coef[:, low].conj()], dim=1)
-        flat = _Lobes.apply(coef, w, bins, index, slot, n_slots * self.bins, self.bins, chunk_rows)
+            coef = torch.cat([coef, coef[low].conj()])
+            slot = torch.cat([slot, slot[low]])
+            index = torch.cat([index, index[low] + len(near_zero)])
+        flat = _Lobes.apply(coef, w, bins, index, slot, n_slots * self.bins, self.bins, chunk)
         return flat.view(n_slots, self.bins)
 
     def frames(self, spec: torch.Tensor) -> torch.Tensor:
@@ -162,21 +164,21 @@ class InverseFFTSynth(nn.Module):
 
 
 class _Lobes(torch.autograd.Function):
-    """``out[slot_r * n_bins + bins[index_r, p, t]] += coef[r, p] * w[index_r, p, t]``, in chunks of
-    rows, without keeping the (rows, partials, taps) products for the backward pass: it recomputes
-    them chunk by chunk (the products would be ``taps`` times the coefficients' memory).
+    """``out[slot_e * n_bins + bins[index_e, t]] += coef[e] * w[index_e, t]``, in chunks of
+    entries, without keeping the (entries, taps) products for the backward pass: it recomputes
+    them chunk by chunk (they would take ``taps`` times the coefficients' memory).
 
-    coef: (rows, partials) complex; w: (sets, partials, taps) real; bins: (sets, partials, taps)
-    int64; index, slot: (rows,) int64 -> (n_out,) complex
+    coef: (entries,) complex; w: (kernels, taps) real; bins: (kernels, taps) int64; index, slot:
+    (entries,) int64 -> (n_out,) complex
     """
 
     @staticmethod
     def forward(ctx, coef, w, bins, index, slot, n_out: int, n_bins: int, chunk: int):
         out = coef.new_zeros(n_out)
-        for r0 in range(0, len(coef), chunk):
-            k = index[r0 : r0 + chunk]
-            pos = (slot[r0 : r0 + chunk] * n_bins)[:, None, None] + bins[k]
-            out.index_add_(0, pos.reshape(-1), (coef[r0 : r0 + chunk, :, None] * w[k]).reshape(-1))
+        for e0 in range(0, len(coef), chunk):
+            k = index[e0 : e0 + chunk]
+            pos = (slot[e0 : e0 + chunk] * n_bins)[:, None] + bins[k]
+            out.index_add_(0, pos.reshape(-1), (coef[e0 : e0 + chunk, None] * w[k]).reshape(-1))
         ctx.save_for_backward(coef, w, bins, index, slot)
         ctx.n_bins, ctx.chunk = n_bins, chunk
         return out
@@ -187,13 +189,13 @@ class _Lobes(torch.autograd.Function):
         n_bins, chunk = ctx.n_bins, ctx.chunk
         grad_coef = torch.zeros_like(coef) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        for r0 in range(0, len(coef), chunk):
-            k = index[r0 : r0 + chunk]
-            pos = (slot[r0 : r0 + chunk] * n_bins)[:, None, None] + bins[k]
-            g = grad[pos]  # (chunk, partials, taps)
+        for e0 in range(0, len(coef), chunk):
+            k = index[e0 : e0 + chunk]
+            pos = (slot[e0 : e0 + chunk] * n_bins)[:, None] + bins[k]
+            g = grad[pos]  # (chunk, taps)
             if grad_coef is not None:
-                grad_coef[r0 : r0 + chunk] = (g * w[k]).sum(dim=-1)
+                grad_coef[e0 : e0 + chunk] = (g * w[k]).sum(dim=-1)
             if grad_w is not None:
-                # index_add: rows in order, so the gradient is the same on every run
-                grad_w.index_add_(0, k, (g * coef[r0 : r0 + chunk, :, None].conj()).real)
+                # index_add: entries in order, so the gradient is the same on every run
+                grad_w.index_add_(0, k, (g * coef[e0 : e0 + chunk, None].conj()).real)
         return grad_coef, grad_w, None, None, None, None, None, None

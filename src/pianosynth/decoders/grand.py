@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ..features import NOTE_BLOCK
-from .common import KEYS, LOWEST_KEY, istft_centred, noise_phase, typical_inharmonicity
+from .common import KEYS, LOWEST_KEY, istft_centred, typical_inharmonicity
 from .spectral import InverseFFTSynth
 from .voices import FLOOR, band_matrix, fit_key_partials
 
@@ -154,6 +154,21 @@ class GrandDecoder(nn.Module):
         self.register_buffer("bands_to_bins", band_matrix(bands, self.n_fft // 2 + 1, sample_rate), persistent=False)
         self.register_buffer("shape_centres", torch.log(torch.tensor(np.geomspace(20.0, sample_rate / 2, shape_bands), dtype=torch.float32)), persistent=False)
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        self._phasors: torch.Tensor | None = None  # noise_phasors, made on first use
+
+    def noise_phasors(self, device: torch.device) -> torch.Tensor:
+        """Unit phasors of the noise, (NOISE_PERIOD, bins) complex, pseudo-random phases drawn
+        once from a generator of fixed seed (hashing every frame and bin anew, as
+        ``common.noise_phase`` does, took as long as all the partials). Frame n of channel c of
+        a piece reads row (n + NOISE_CHANNEL_SHIFT c) mod NOISE_PERIOD, so the channels' noises
+        differ and every block of a piece reads the same phases as a whole pass."""
+        table = self._phasors
+        if table is None or table.device != device:
+            gen = torch.Generator().manual_seed(19)
+            phase = 2 * math.pi * torch.rand(NOISE_PERIOD, self.n_fft // 2 + 1, generator=gen)
+            table = torch.view_as_complex(torch.stack([torch.cos(phase), torch.sin(phase)], dim=-1)).to(device)
+            self._phasors = table
+        return table
 
     @torch.no_grad()
     def reset_decays(self) -> None:
@@ -342,7 +357,8 @@ class GrandDecoder(nn.Module):
         # phase at the frame's centre: the onset phase + 2 pi f (centre - onset) / sr (float64 cycles)
         f_item = freqs.detach().permute(0, 2, 1).reshape(-1, S).index_select(0, key[ir] * P + ip)  # (items, S)
         since = (f * hop - on).double().index_select(0, ir)
-        cycles = torch.remainder(since[:, None] * f_item.double() / sr, 1.0).to(amp.dtype)
+        cycles = since[:, None] * f_item.double() / sr
+        cycles = (cycles - torch.floor(cycles)).to(amp.dtype)
         phase = self.phase.permute(0, 3, 1, 2).reshape(-1, C, S).index_select(0, self.zone[key][ir] * P + ip)  # (items, C, S)
         theta = 2 * math.pi * cycles[:, None, :] + phase
         # the two frames that overlap the block holding the onset, [f_h hop, (f_h + 1) hop), are
@@ -381,12 +397,17 @@ class GrandDecoder(nn.Module):
         rows = ((vb * C)[:, None] + torch.arange(C, device=c.device)) * t + frame[:, None]  # (rows, C)
         flat = power.reshape(b * C * t, nb).index_add(0, rows[inside].reshape(-1), (noise[inside] ** 2).reshape(-1, nb))
         mag = torch.sqrt(flat.view(b * C, t, nb) + 1e-20) @ self.bands_to_bins  # (b C, t, bins)
-        # each channel's own phases: its frames are numbered as if a long way further on
+        # each channel's own phases, a fixed function of the absolute frame (``noise_phasors``)
         base = torch.zeros(b, dtype=torch.long, device=c.device) if offset is None else offset.to(c.device).long()
-        chan_offset = (base[:, None] + torch.arange(C, device=c.device)[None, :] * 10_000_019).reshape(-1)
-        phase = noise_phase(mag.shape, chan_offset, c.device).to(c.dtype)
-        y = istft_centred(torch.polar(mag, phase), self.n_fft, self.hop, self.window)
+        frame_no = base[:, None, None] + torch.arange(t, device=c.device)[None, None, :] + NOISE_CHANNEL_SHIFT * torch.arange(C, device=c.device)[None, :, None]
+        table = self.noise_phasors(c.device)
+        phasors = table.index_select(0, torch.remainder(frame_no, len(table)).reshape(-1)).view(b * C, t, -1)
+        y = istft_centred(torch.view_as_complex(torch.view_as_real(phasors) * mag[..., None]), self.n_fft, self.hop, self.window)
         return y.view(b, C, t * self.hop)
+
+
+NOISE_PERIOD = 2048  # frames: the noise's phases repeat every 33 s at 62.5 frames per second
+NOISE_CHANNEL_SHIFT = 1531  # frames: channel c reads the table this much further on per channel
 
 
 def _softplus_inverse(y: torch.Tensor | float) -> torch.Tensor:

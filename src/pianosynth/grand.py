@@ -34,10 +34,10 @@ NPM_PACKAGES = tuple(f"@audio-samples/piano-velocity{v}" for v in range(1, 17)) 
 SAMPLE_DIR_ENV = "PIANOSYNTH_GRAND"  # overrides the default sample folder
 LISTING = "samples.json"
 SFZ_NAME = "grand.sfz"
-AUDIO = "audio"  # the samples' subfolder
-ORIGINAL_RELEASE = "https://archive.org/details/SalamanderGrandPianoV3"
 SAMPLE_RATE = 48000  # the recording's rate; sfizz resamples to any other
 CHANNELS = 2
+AUDIO = "audio"  # the samples' subfolder
+ORIGINAL_RELEASE = "https://archive.org/details/SalamanderGrandPianoV3"
 
 _NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 # The sampled keys: A0, then C, D#, F# and A of octaves 1..7, then C8 (MIDI 21, 24, 27, ..., 108)
@@ -52,6 +52,12 @@ UNDAMPED_RELEASE_SECONDS = 5.0
 # The key-release noises: one group, relK.ogg on key 20 + K
 RELEASE_GROUP = "trigger=release pitch_keytrack=0 volume=-37 amp_veltrack=82 rt_decay=2"
 N_RELEASES = 88
+# `prepare --reference grand`: sfizz, its note clock, the recording's own rate and channels, and
+# hops of 768 samples (62.5 frames/s, the frame rate of every 16 kHz cache and model so far)
+GRAND_OVERRIDES = [
+    "render.source=sfizz", "features.note_clock=sfizz", f"features.sample_rate={SAMPLE_RATE}",
+    f"features.channels={CHANNELS}", "features.hop_samples=768",
+]  # fmt: skip
 
 
 class GrandError(RuntimeError):

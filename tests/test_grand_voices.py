@@ -6,14 +6,26 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from conftest import needs_fluidsynth
 
+from pianosynth.config import Config, FeatureConfig, load_config
+from pianosynth.dataset import find_sources, prepare
+from pianosynth.examples import write_demo_midi
+from pianosynth.train import model_from_checkpoint, train
 from pianosynth.decoders.grand import LAYER_BOUNDS, GrandDecoder, estimate_voices, layer_of_velocity
 from pianosynth.decoders.spectral import InverseFFTSynth, centred_window, window_transform
 from pianosynth.model import PianoSynth
 
 SR, HOP = 48000, 768
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def weights(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def db(err: np.ndarray, ref: np.ndarray) -> float:
@@ -263,3 +275,41 @@ def test_estimate_voices_reads_each_channels_levels_and_phases_and_the_partial_c
     assert np.abs(wrapped).max() < 0.1
     assert np.allclose(est.level[key, :, :8], level[:, :8], rtol=0.05)
     assert est.count[key] == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Training on a tiny stereo cache
+# ---------------------------------------------------------------------------------------------
+
+
+@needs_fluidsynth
+def test_grand_trains_a_step_on_a_tiny_stereo_cache_and_resumes_exactly(tmp_path):
+    """A stereo 48 kHz cache (FluidSynth's stereo render: the test needs no Salamander samples),
+    the grand recipe at tiny size: the partials start from the train audio per channel, a run
+    resumed after one step equals an uninterrupted one, bit for bit."""
+    write_demo_midi(tmp_path / "midi", count=2, bars=2)
+    cache = prepare(
+        find_sources(tmp_path / "midi"), tmp_path / "c",
+        Config(features=FeatureConfig(sample_rate=SR, hop_samples=HOP, channels=2, tail_seconds=0.3)), name="stereo",
+    )  # fmt: skip
+    tiny = ["model.hidden=8", "model.layers=1", "train.batch_size=2", "train.example_seconds=0.5", "train.valid_examples=2",
+            "train.valid_every=2", "train.checkpoint_every=1", "train.max_minutes=0"]  # fmt: skip
+
+    def cfg(*extra):
+        # the recipe's model and losses on this cache's features (train takes the cache's)
+        return load_config(ROOT / "configs" / "grand.yaml", tiny + ["render.source=fluidsynth", "features.note_clock=fluidsynth", *extra])
+
+    whole = train(cfg("train.steps=3"), cache, runs_root=tmp_path / "a")
+    first = train(cfg("train.steps=1"), cache, runs_root=tmp_path / "b")
+    resumed = train(cfg("train.steps=3"), cache, runs_root=tmp_path / "b")
+    assert first.step == 1 and resumed.step == 3 and first.run_dir == resumed.run_dir
+    a, b = weights(whole.model), weights(resumed.model)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    dec = whole.model.decoder
+    assert isinstance(dec, GrandDecoder) and dec.channels == 2
+    # the estimate from the stereo audio moved the tables off their defaults
+    assert float(dec.detune.detach().abs().max()) > 0 and 0 < int(dec.partial_count.min()) < dec.partials
+    model, stored = model_from_checkpoint(resumed.run_dir / "last.pt")
+    assert stored.features.channels == 2 and model.decoder.channels == 2
+    assert torch.equal(model.decoder.partial_count, resumed.model.decoder.partial_count)

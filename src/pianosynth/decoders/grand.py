@@ -218,7 +218,16 @@ class GrandDecoder(nn.Module):
                 # the strings share the measured level: their sum at the onset is that level
                 level = torch.as_tensor(est.level[best, :, :P], dtype=torch.float32).clamp_min(1e-7)
                 self.level[z, :, s, :P] = torch.log(level / self.strings)
-            self.partial_count[z] = int(min(self.partials, max(int(est.count[m]) for m in members)))
+        # partials above the floor: the most any key of the zone showed; zones whose keys had too
+        # few notes take the nearest measured zone's count
+        measured = torch.tensor([
+            max((int(est.count[m]) for m in keys[self.zone == z].tolist() if est.used[m] >= 3), default=-1)
+            for z in range(self.zones)
+        ])  # fmt: skip
+        have = torch.nonzero(measured >= 0)[:, 0]
+        if len(have):
+            near = have[(torch.arange(self.zones)[:, None] - have[None, :]).abs().argmin(dim=1)]
+            self.partial_count.copy_(measured[near].clamp(1, self.partials))
         self.reset_decays()
 
     # -----------------------------------------------------------------------------------------

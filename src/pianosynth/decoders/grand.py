@@ -298,6 +298,12 @@ class GrandDecoder(nn.Module):
         out = self._partials(amp, ir, ip, key, on, vb, f, f_h, b, t)
         return out + self._noise(c, noise, vb, f, offset, b, t)
 
+    def _shape_interpolation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each key's partials' place among the network's G log-frequency centres, (keys, P)
+        twice (``_interpolation``), from the frequencies of its first string."""
+        logf = torch.log(self.frequencies()[:, 0].detach().clamp_min(1.0))
+        return _interpolation(logf, self.shape_centres)
+
     def partials_per_key(self) -> torch.Tensor:
         """How many partials each key plays: its zone's measured count, less those a learned B
         or tuning would push above 0.45 of the sample rate. (keys,) int64"""
@@ -345,10 +351,17 @@ class GrandDecoder(nn.Module):
         step = step.index_select(0, (z * len(LAYER_BOUNDS) + layer) * self.partials + ip)  # (items, C)
         decay = nn.functional.softplus(self.decay).permute(0, 3, 1, 2).reshape(-1, self.channels, self.strings).index_select(0, zp)
         release = nn.functional.softplus(self.release).reshape(-1).index_select(0, zp)  # (items,)
-        # the network's correction at each partial's log frequency
-        logf = torch.log(self.frequencies()[:, 0].detach().clamp_min(1.0))  # (keys, P)
-        interp = _interp_matrix(logf.reshape(-1).index_select(0, key[ir] * self.partials + ip), self.shape_centres)  # (items, G)
-        corr = (shape.index_select(0, ir) * interp[:, None, :]).sum(dim=-1)  # (items, C)
+        # the network's correction at each partial's log frequency: linear between the two
+        # nearest of its G centres
+        lo, frac = self._shape_interpolation()
+        kp = key[ir] * self.partials + ip
+        lo, frac = lo.reshape(-1).index_select(0, kp), frac.reshape(-1).index_select(0, kp)  # (items,)
+        G = self.shape_bands
+        flat = shape.reshape(-1, G)  # (rows * C, G)
+        at = (ir * self.channels)[:, None] + torch.arange(self.channels, device=ir.device)  # (items, C)
+        base = (at * G + lo[:, None]).reshape(-1)
+        corr = flat.reshape(-1).index_select(0, base).view(-1, self.channels) * (1 - frac)[:, None]
+        corr = corr + flat.reshape(-1).index_select(0, base + 1).view(-1, self.channels) * frac[:, None]  # (items, C)
         ratio = self.ratio.index_select(0, key[ir])
         return (
             level + (step + (self.velocity_gain * log_v)[:, None] + corr)[:, :, None]
@@ -424,18 +437,14 @@ def _softplus_inverse(y: torch.Tensor | float) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
-def _interp_matrix(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation weights from values at ``centres`` (G,) to points ``x`` (...),
-    held flat outside. -> (..., G)"""
+def _interpolation(x: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear interpolation from values at ``centres`` (G,) to points ``x`` (...), held flat
+    outside: the lower centre's index in 0..G-2 and the weight of the one above it. -> (...), (...)"""
     g = len(centres)
     x = x.clamp(float(centres[0]), float(centres[-1]))
     i = torch.searchsorted(centres, x.contiguous()).clamp(1, g - 1)
     lo, hi = centres[i - 1], centres[i]
-    w = (x - lo) / (hi - lo)
-    out = torch.zeros(*x.shape, g, dtype=x.dtype, device=x.device)
-    out.scatter_(-1, (i - 1)[..., None], (1 - w)[..., None])
-    out.scatter_add_(-1, i[..., None], w[..., None])
-    return out
+    return i - 1, (x - lo) / (hi - lo)
 
 
 # ---------------------------------------------------------------------------------------------

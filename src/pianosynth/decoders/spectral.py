@@ -140,11 +140,12 @@ class InverseFFTSynth(nn.Module):
         bins, w, near_zero = kernels
         # a sin(x + phase) = a/2 e^{i(phase - pi/2)} e^{ix} + its conjugate at -f; in real and
         # imaginary parts (complex tensors are slower to build than the two halves)
-        re, im = 0.5 * amp * torch.sin(phase), -0.5 * amp * torch.cos(phase)
-        flat = _Lobes.apply(re, im, w, bins, index, slot, n_slots * self.bins, self.bins, chunk)  # (n, 2)
+        ri = torch.stack([torch.sin(phase), -torch.cos(phase)], dim=-1) * (0.5 * amp)[:, None]  # (entries, 2)
+        flat = _Lobes.apply(ri, w, bins, index, slot, n_slots * self.bins, self.bins, chunk)  # (n, 2)
         low = torch.nonzero(near_zero[index], as_tuple=True)[0]
         if len(low):  # the negative images: conjugate coefficients on the kernels' second half
-            flat = flat + _Lobes.apply(re[low], -im[low], w, bins, index[low] + len(near_zero), slot[low], n_slots * self.bins, self.bins, chunk)
+            conj = ri[low] * torch.tensor([1.0, -1.0], dtype=ri.dtype, device=ri.device)
+            flat = flat + _Lobes.apply(conj, w, bins, index[low] + len(near_zero), slot[low], n_slots * self.bins, self.bins, chunk)
         return torch.view_as_complex(flat).view(n_slots, self.bins)
 
     def frames(self, spec: torch.Tensor) -> torch.Tensor:
@@ -163,45 +164,40 @@ class InverseFFTSynth(nn.Module):
 
 
 class _Lobes(torch.autograd.Function):
-    """``out[slot_e * n_bins + bins[index_e, t]] += (re[e], im[e]) * w[index_e, t]``, in chunks of
-    entries, without keeping the (entries, taps) products for the backward pass: it recomputes
-    them chunk by chunk (they would take ``taps`` times the coefficients' memory).
+    """``out[slot_e * n_bins + bins[index_e, t]] += ri[e] * w[index_e, t]``, in chunks of entries,
+    without keeping the (entries, taps) products for the backward pass: it recomputes them chunk
+    by chunk (they would take ``taps`` times the coefficients' memory).
 
-    re, im: (entries,); w: (kernels, taps); bins: (kernels, taps) int64; index, slot: (entries,)
-    int64 -> (n_out, 2): real and imaginary parts
+    ri: (entries, 2) real and imaginary parts; w: (kernels, taps); bins: (kernels, taps) int64;
+    index, slot: (entries,) int64 -> (n_out, 2): real and imaginary parts
     """
 
     @staticmethod
-    def forward(ctx, re, im, w, bins, index, slot, n_out: int, n_bins: int, chunk: int):
-        out = re.new_zeros(n_out, 2)
-        for e0 in range(0, len(re), chunk):
+    def forward(ctx, ri, w, bins, index, slot, n_out: int, n_bins: int, chunk: int):
+        out = ri.new_zeros(n_out, 2)
+        for e0 in range(0, len(ri), chunk):
             e = slice(e0, e0 + chunk)
             k = index[e]
             pos = (slot[e] * n_bins)[:, None] + bins[k]
-            wk = w[k]
-            out.index_add_(0, pos.reshape(-1), torch.stack([re[e, None] * wk, im[e, None] * wk], dim=-1).reshape(-1, 2))
-        ctx.save_for_backward(re, im, w, bins, index, slot)
+            out.index_add_(0, pos.reshape(-1), (ri[e, None, :] * w[k][..., None]).reshape(-1, 2))
+        ctx.save_for_backward(ri, w, bins, index, slot)
         ctx.n_bins, ctx.chunk = n_bins, chunk
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        re, im, w, bins, index, slot = ctx.saved_tensors
+        ri, w, bins, index, slot = ctx.saved_tensors
         n_bins, chunk = ctx.n_bins, ctx.chunk
-        grad_re = torch.zeros_like(re) if ctx.needs_input_grad[0] else None
-        grad_im = torch.zeros_like(im) if ctx.needs_input_grad[1] else None
-        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[2] else None
-        for e0 in range(0, len(re), chunk):
+        grad_ri = torch.zeros_like(ri) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        for e0 in range(0, len(ri), chunk):
             e = slice(e0, e0 + chunk)
             k = index[e]
             pos = (slot[e] * n_bins)[:, None] + bins[k]
             g = grad[pos]  # (chunk, taps, 2)
-            wk = w[k]
-            if grad_re is not None:
-                grad_re[e] = (g[..., 0] * wk).sum(dim=-1)
-            if grad_im is not None:
-                grad_im[e] = (g[..., 1] * wk).sum(dim=-1)
+            if grad_ri is not None:
+                grad_ri[e] = (g * w[k][..., None]).sum(dim=1)
             if grad_w is not None:
                 # index_add: entries in order, so the gradient is the same on every run
-                grad_w.index_add_(0, k, g[..., 0] * re[e, None] + g[..., 1] * im[e, None])
-        return grad_re, grad_im, grad_w, None, None, None, None, None, None
+                grad_w.index_add_(0, k, (g * ri[e, None, :]).sum(dim=-1))
+        return grad_ri, grad_w, None, None, None, None, None, None

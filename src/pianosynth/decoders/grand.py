@@ -386,21 +386,25 @@ class GrandDecoder(nn.Module):
         # the two frames that overlap the block holding the onset, [f_h hop, (f_h + 1) hop), are
         # rendered each in a spectrum of its own and gated at the onset sample
         head = (f == f_h) | (f == f_h + 1)
-        n_grid = b * C * (t + 1)
+        n_grid = b * (t + 1)
         heads = torch.nonzero(head, as_tuple=True)[0]
-        slot = ((vb * C)[:, None] + torch.arange(C, device=dev)) * (t + 1) + f[:, None]  # (rows, C)
-        slot[heads] = n_grid + torch.arange(len(heads), device=dev)[:, None] * C + torch.arange(C, device=dev)
+        slot = vb * (t + 1) + f  # (rows,): the grid frame, or a head's own slot
+        slot[heads] = n_grid + torch.arange(len(heads), device=dev)
         # one kernel per string and partial of each key present, shared by all its frames and channels
         kernels = self.synth.kernels(freqs.index_select(0, present).reshape(-1))
         kidx = ((which[ir] * S)[:, None] + torch.arange(S, device=dev)) * P + ip[:, None]  # (items, S)
-        spec = self.synth.spectrum(amp, theta, slot.index_select(0, ir)[:, :, None], n_grid + len(heads) * C, kernels, kidx[:, None, :])
-        frames = self.synth.frames(spec)  # (slots, 2 hop)
-        y = self.synth.overlap_add(frames[:n_grid].view(b * C, t + 1, 2 * hop))  # (b C, t hop)
+        spec = self.synth.spectrum(
+            amp.transpose(1, 2), theta.transpose(1, 2), slot.index_select(0, ir)[:, None], n_grid + len(heads),
+            kernels, kidx, channels=C,
+        )  # (slots, C, bins)
+        frames = self.synth.frames(spec)  # (slots, C, 2 hop)
+        grid = frames[:n_grid].view(b, t + 1, C, 2 * hop).transpose(1, 2)
+        y = self.synth.overlap_add(grid).reshape(b * C, t * hop)  # (b C, t hop)
         if len(heads):
             fh = f[heads]
             q = torch.arange(2 * hop, device=dev)
             gate = ((fh - 1) * hop)[:, None] + q[None, :] >= on[heads][:, None]  # (heads, 2 hop)
-            parts = (frames[n_grid:].view(len(heads), C, 2 * hop) * gate[:, None, :].to(frames.dtype)).view(len(heads), C, 2, hop)
+            parts = (frames[n_grid:] * gate[:, None, :].to(frames.dtype)).view(len(heads), C, 2, hop)
             block = fh[:, None] + torch.tensor([-1, 0], device=dev)  # each half's block of hop samples
             inside = (block >= 0) & (block < t)  # (heads, 2)
             idx = ((vb[heads] * C)[:, None, None] + torch.arange(C, device=dev)[None, :, None]) * t + block[:, None, :]  # (heads, C, 2)

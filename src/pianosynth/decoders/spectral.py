@@ -127,26 +127,35 @@ class InverseFFTSynth(nn.Module):
 
     def spectrum(
         self, amp: torch.Tensor, phase: torch.Tensor, slot: torch.Tensor, n_slots: int,
-        kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor], index: torch.Tensor, chunk: int = 1 << 16,
+        kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor], index: torch.Tensor,
+        channels: int | None = None, chunk: int = 1 << 15,
     ) -> torch.Tensor:
-        """Sums sinusoids into one spectrum per slot (a slot is one frame of one output channel).
+        """Sums sinusoids into one spectrum per slot (a slot is one frame).
 
         amp, phase, slot, index: one entry per sinusoid in one frame (any shape; they broadcast):
         its amplitude, its phase at the frame's centre in radians (``a sin(2 pi f t + phase)``
-        with t = 0 there), its slot in 0..n_slots-1 and its partial's row in ``kernels``.
-        -> (n_slots, n_fft / 2 + 1) complex
+        with t = 0 there), its slot in 0..n_slots-1 and its partial's row in ``kernels``. With
+        ``channels``, amp and phase carry a last dimension of that many channels, which share the
+        entry's slot and frequency (one gather of the kernel serves them all).
+        -> (n_slots, n_fft / 2 + 1) complex, or (n_slots, channels, n_fft / 2 + 1)
         """
-        amp, phase, slot, index = (t.reshape(-1) for t in torch.broadcast_tensors(amp, phase, slot, index))
+        C = channels or 1
+        if channels is None:
+            amp, phase = amp[..., None], phase[..., None]
+        lead = torch.broadcast_shapes(amp.shape[:-1], phase.shape[:-1], slot.shape, index.shape)
+        amp, phase = amp.expand(*lead, C).reshape(-1, C), phase.expand(*lead, C).reshape(-1, C)
+        slot, index = slot.expand(lead).reshape(-1), index.expand(lead).reshape(-1)
         bins, w, near_zero = kernels
-        # a sin(x + phase) = a/2 e^{i(phase - pi/2)} e^{ix} + its conjugate at -f; in real and
-        # imaginary parts (complex tensors are slower to build than the two halves)
-        ri = torch.stack([torch.sin(phase), -torch.cos(phase)], dim=-1) * (0.5 * amp)[:, None]  # (entries, 2)
-        flat = _Lobes.apply(ri, w, bins, index, slot, n_slots * self.bins, self.bins, chunk)  # (n, 2)
+        # a sin(x + phase) = a/2 e^{i(phase - pi/2)} e^{ix} + its conjugate at -f
+        ri = torch.stack([torch.sin(phase), -torch.cos(phase)], dim=-1) * (0.5 * amp)[..., None]  # (entries, C, 2)
+        flat = _Lobes.apply(ri, w, bins, index, slot, n_slots * self.bins, self.bins, chunk)  # (n, C, 2)
         low = torch.nonzero(near_zero[index], as_tuple=True)[0]
         if len(low):  # the negative images: conjugate coefficients on the kernels' second half
             conj = ri[low] * torch.tensor([1.0, -1.0], dtype=ri.dtype, device=ri.device)
             flat = flat + _Lobes.apply(conj, w, bins, index[low] + len(near_zero), slot[low], n_slots * self.bins, self.bins, chunk)
-        return torch.view_as_complex(flat).view(n_slots, self.bins)
+        spec = flat.view(n_slots, self.bins, C, 2).transpose(1, 2).contiguous()
+        spec = torch.view_as_complex(spec)  # (n_slots, C, bins)
+        return spec if channels is not None else spec[:, 0]
 
     def frames(self, spec: torch.Tensor) -> torch.Tensor:
         """Spectra -> windowed frames of 2 hop samples (n = -hop .. hop-1 around the centre).
@@ -168,18 +177,19 @@ class _Lobes(torch.autograd.Function):
     without keeping the (entries, taps) products for the backward pass: it recomputes them chunk
     by chunk (they would take ``taps`` times the coefficients' memory).
 
-    ri: (entries, 2) real and imaginary parts; w: (kernels, taps); bins: (kernels, taps) int64;
-    index, slot: (entries,) int64 -> (n_out, 2): real and imaginary parts
+    ri: (entries, C, 2) real and imaginary parts per channel; w: (kernels, taps); bins:
+    (kernels, taps) int64; index, slot: (entries,) int64 -> (n_out, C, 2)
     """
 
     @staticmethod
     def forward(ctx, ri, w, bins, index, slot, n_out: int, n_bins: int, chunk: int):
-        out = ri.new_zeros(n_out, 2)
+        c = ri.shape[1]
+        out = ri.new_zeros(n_out, c, 2)
         for e0 in range(0, len(ri), chunk):
             e = slice(e0, e0 + chunk)
             k = index[e]
             pos = (slot[e] * n_bins)[:, None] + bins[k]
-            out.index_add_(0, pos.reshape(-1), (ri[e, None, :] * w[k][..., None]).reshape(-1, 2))
+            out.index_add_(0, pos.reshape(-1), (ri[e, None] * w[k][..., None, None]).reshape(-1, c, 2))
         ctx.save_for_backward(ri, w, bins, index, slot)
         ctx.n_bins, ctx.chunk = n_bins, chunk
         return out
@@ -194,10 +204,10 @@ class _Lobes(torch.autograd.Function):
             e = slice(e0, e0 + chunk)
             k = index[e]
             pos = (slot[e] * n_bins)[:, None] + bins[k]
-            g = grad[pos]  # (chunk, taps, 2)
+            g = grad[pos]  # (chunk, taps, C, 2)
             if grad_ri is not None:
-                grad_ri[e] = (g * w[k][..., None]).sum(dim=1)
+                grad_ri[e] = (g * w[k][..., None, None]).sum(dim=1)
             if grad_w is not None:
                 # index_add: entries in order, so the gradient is the same on every run
-                grad_w.index_add_(0, k, (g * ri[e, None, :]).sum(dim=-1))
+                grad_w.index_add_(0, k, (g * ri[e, None]).sum(dim=(-1, -2)))
         return grad_ri, grad_w, None, None, None, None, None, None

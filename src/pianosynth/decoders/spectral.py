@@ -109,8 +109,11 @@ class InverseFFTSynth(nn.Module):
         first = torch.floor(centre.detach()).long() - self.taps // 2 + 1
         k = first[..., None] + torch.arange(self.taps, device=fb.device)
         w = window_transform(k.to(fb.dtype) - centre[..., None], self.n_fft)
+        # (-1)^k delays the inverse FFT's output by n_fft / 2: the frame's centre lands in the
+        # middle of it, so its 2 hop samples are one slice (``frames``)
+        sign = 1.0 - 2.0 * torch.remainder(k, 2).to(w.dtype)
         valid = (k >= 0) & (k < self.bins)
-        return k.clamp(0, self.bins - 1), w * valid.to(w.dtype)
+        return k.clamp(0, self.bins - 1), w * sign * valid.to(w.dtype)
 
     def kernels(self, freqs_hz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both lobes of each partial, computed once and shared by every frame that plays it.
@@ -160,9 +163,9 @@ class InverseFFTSynth(nn.Module):
     def frames(self, spec: torch.Tensor) -> torch.Tensor:
         """Spectra -> windowed frames of 2 hop samples (n = -hop .. hop-1 around the centre).
         spec: (..., bins) complex -> (..., 2 hop)"""
-        x = torch.fft.irfft(spec, n=self.n_fft)  # circular order: sample n at index n mod n_fft
-        x = torch.cat([x[..., -self.hop :], x[..., : self.hop]], dim=-1)
-        return x * self.synthesis_window
+        x = torch.fft.irfft(spec, n=self.n_fft)  # sample n at index n + n_fft / 2 (``kernel``'s sign)
+        half = self.n_fft // 2
+        return x[..., half - self.hop : half + self.hop] * self.synthesis_window
 
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames 0..F centred on samples 0, hop, ..., F hop -> the F hop samples [0, F hop).

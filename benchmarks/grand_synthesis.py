@@ -8,8 +8,8 @@ Three measurements, each the best of ``--repeats``:
 1. **Sinusoids alone.** ``--partials`` constant-frequency partials for one second at 48 kHz,
    as per-sample sinusoids (the ``voices`` decoder's way: a windowed cosine/sine basis per frame
    times the partials' coefficients, ``VoicesDecoder._basis``) and by inverse FFT
-   (``spectral.InverseFFTSynth``, 8 taps), with the error of each against exact float64
-   sinusoids in dB.
+   (``spectral.InverseFFTSynth`` with ``--taps`` bins per partial), with the error of each
+   against exact float64 sinusoids in dB. A thousand partials is 20 voices of 50.
 2. **Whole models, in process** (``PianoSynth.synthesize``: encoder, conditioning and voices;
    ``--threads`` worker threads of one torch thread each) on the first ``--seconds`` of a
    performance: the grand decoder at 48 kHz stereo (hop 768) and the ``voices`` decoder at
@@ -52,7 +52,7 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def sinusoids(partials: int, repeats: int) -> None:
+def sinusoids(partials: int, repeats: int, taps: list[int]) -> None:
     sr, hop, seconds = 48000, 768, 1.0
     frames = int(seconds * sr / hop)
     rng = np.random.default_rng(0)
@@ -81,18 +81,23 @@ def sinusoids(partials: int, repeats: int) -> None:
         y[hop : (frames + 2) * hop] += fr[:, hop:].reshape(-1)
         return y[hop : (frames + 1) * hop]
 
-    synth = InverseFFTSynth(hop, sr, taps=8)
-    kernels = synth.kernels(torch.tensor(f, dtype=torch.float32))
     theta_c = torch.tensor(np.remainder(phi + 2 * np.pi * np.outer(centres, f) / sr, 2 * np.pi), dtype=torch.float32)
     slot = torch.arange(frames + 1)[:, None]
     index = torch.arange(partials)[None, :]
 
-    def inverse_fft():
-        spec = synth.spectrum(a, theta_c, slot, frames + 1, kernels, index)
-        return synth.overlap_add(synth.frames(spec))
+    def inverse_fft(taps: int):
+        synth = InverseFFTSynth(hop, sr, taps=taps)
+        kernels = synth.kernels(torch.tensor(f, dtype=torch.float32))
+
+        def run():
+            spec = synth.spectrum(a, theta_c, slot, frames + 1, kernels, index)
+            return synth.overlap_add(synth.frames(spec))
+
+        return run
 
     inner = slice(hop, (frames - 1) * hop)
-    for name, fn in (("per-sample sinusoids", per_sample), ("inverse FFT, 8 taps", inverse_fft)):
+    systems = [("per-sample sinusoids", per_sample)] + [(f"inverse FFT, {t} taps", inverse_fft(t)) for t in taps]
+    for name, fn in systems:
         y = fn().double().numpy()
         err = 20 * math.log10(np.sqrt(np.mean((y[inner] - exact[inner]) ** 2)) / np.sqrt(np.mean(exact[inner] ** 2)))
         with torch.no_grad():
@@ -146,14 +151,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--partials", type=int, nargs="+", default=[30, 190])
+    parser.add_argument("--partials", type=int, nargs="+", default=[30, 190, 1000])
+    parser.add_argument("--taps", type=int, nargs="+", default=[4, 6, 8], help="bins per partial per frame of the inverse FFT")
     parser.add_argument("--all-partials", action="store_true", help="the grand plays 192 partials on every key")
     parser.add_argument("--skip-models", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one torch thread per worker thread
     print(f"sinusoids alone (1 torch thread), best of {args.repeats}:")
     for p in args.partials:
-        sinusoids(p, args.repeats)
+        sinusoids(p, args.repeats, args.taps)
     if not args.skip_models:
         print(f"whole models in process, {args.threads} worker thread(s), first {args.seconds:g} s of {args.midi.name}, best of {args.repeats}:")
         models(args.midi, args.seconds, args.threads, args.repeats, args.all_partials)

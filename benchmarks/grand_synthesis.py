@@ -17,7 +17,8 @@ Three measurements, each the best of ``--repeats``:
    does not depend on what they learned, except through how many partials each key plays and how
    soon released voices fall below the floor; the grand's partial counts are set to the
    bandwidths the issue measured on the grand's samples (A0 190 partials, C2 74, C4 29, C6 9,
-   log-interpolated between, 4 above C6), with ``--all-partials`` for its worst case.
+   log-interpolated between, 4 above C6), with ``--all-partials`` for its worst case; once with
+   two strings per partial (the recipe's) and once with one.
 Printed as multiples of real time (seconds of audio per second of wall clock).
 """
 
@@ -33,6 +34,7 @@ import torch
 
 from pianosynth.config import FeatureConfig
 from pianosynth.decoders.common import KEYS
+from pianosynth.decoders.grand import GrandDecoder
 from pianosynth.decoders.spectral import InverseFFTSynth
 from pianosynth.features import compute_features, compute_notes, n_frames_for
 from pianosynth.midi import read_midi
@@ -120,6 +122,7 @@ def models(midi: Path, seconds: float, threads: int, repeats: int, all_partials:
     perf = read_midi(midi)
     for label, sr, hop, decoder, channels in (
         ("grand, 48 kHz stereo", 48000, 768, "grand", 2),
+        ("grand, 1 string per partial", 48000, 768, "grand", 2),
         ("voices, 16 kHz mono (shipped)", 16000, 256, "voices", 1),
         ("voices, 48 kHz mono", 48000, 768, "voices", 1),
     ):
@@ -130,6 +133,8 @@ def models(midi: Path, seconds: float, threads: int, repeats: int, all_partials:
         notes = notes[notes[:, 2] < frames * hop]
         torch.manual_seed(0)
         model = PianoSynth(x.shape[1], hop, hidden=128, decoder=decoder, sample_rate=sr, channels=channels).eval()
+        if "1 string" in label:
+            model.decoder = GrandDecoder(model.encoder.out_channels, hop, sr, channels=channels, strings=1).eval()
         if decoder == "grand" and not all_partials:
             counts = measured_counts()
             with torch.no_grad():

@@ -102,7 +102,10 @@ class GrandDecoder(nn.Module):
         self.partials, self.strings, self.bands, self.shape_bands = partials, strings, bands, shape_bands
         self.max_voice_seconds = max_voice_seconds
         self.synth = InverseFFTSynth(hop_samples, sample_rate, taps)
-        self.n_fft = self.synth.n_fft
+        self.n_fft = self.synth.n_fft  # the partials' frames (model.synthesize_voices' margin reads it)
+        # the noise's inverse STFT: two hops under a Hann window, so a band's burst spreads one hop
+        # either side of its frame (the bands are smooth in frequency: 31 Hz bins are plenty)
+        self.noise_fft = 2 * hop_samples
 
         # keys and zones: zone z's recording sits on key keys_per_zone * z (A0, C1, D#1, ... C8)
         keys = torch.arange(KEYS)
@@ -151,9 +154,9 @@ class GrandDecoder(nn.Module):
             self.noise_rates.bias[bands:].fill_(math.log(math.expm1(15.0)))
             self.global_noise.bias.fill_(-9.0)
             self.reset_decays()
-        self.register_buffer("bands_to_bins", band_matrix(bands, self.n_fft // 2 + 1, sample_rate), persistent=False)
+        self.register_buffer("bands_to_bins", band_matrix(bands, self.noise_fft // 2 + 1, sample_rate), persistent=False)
         self.register_buffer("shape_centres", torch.log(torch.tensor(np.geomspace(20.0, sample_rate / 2, shape_bands), dtype=torch.float32)), persistent=False)
-        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.noise_fft, periodic=True), persistent=False)
         self._phasors: torch.Tensor | None = None  # noise_phasors, made on first use
 
     def noise_phasors(self, device: torch.device) -> torch.Tensor:
@@ -165,7 +168,7 @@ class GrandDecoder(nn.Module):
         table = self._phasors
         if table is None or table.device != device:
             gen = torch.Generator().manual_seed(19)
-            phase = 2 * math.pi * torch.rand(NOISE_PERIOD, self.n_fft // 2 + 1, generator=gen)
+            phase = 2 * math.pi * torch.rand(NOISE_PERIOD, self.noise_fft // 2 + 1, generator=gen)
             table = torch.view_as_complex(torch.stack([torch.cos(phase), torch.sin(phase)], dim=-1)).to(device)
             self._phasors = table
         return table
@@ -428,7 +431,7 @@ class GrandDecoder(nn.Module):
         frame_no = base[:, None, None] + torch.arange(t, device=c.device)[None, None, :] + NOISE_CHANNEL_SHIFT * torch.arange(C, device=c.device)[None, :, None]
         table = self.noise_phasors(c.device)
         phasors = table.index_select(0, torch.remainder(frame_no, len(table)).reshape(-1)).view(b * C, t, -1)
-        y = istft_centred(torch.view_as_complex(torch.view_as_real(phasors) * mag[..., None]), self.n_fft, self.hop, self.window)
+        y = istft_centred(torch.view_as_complex(torch.view_as_real(phasors) * mag[..., None]), self.noise_fft, self.hop, self.window)
         return y.view(b, C, t * self.hop)
 
 

@@ -131,7 +131,7 @@ class InverseFFTSynth(nn.Module):
     def spectrum(
         self, amp: torch.Tensor, phase: torch.Tensor, slot: torch.Tensor, n_slots: int,
         kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor], index: torch.Tensor,
-        channels: int | None = None, chunk: int = 1 << 15,
+        channels: int | None = None, chunk: int = 1 << 17,
     ) -> torch.Tensor:
         """Sums sinusoids into one spectrum per slot (a slot is one frame).
 
@@ -145,7 +145,8 @@ class InverseFFTSynth(nn.Module):
         C = channels or 1
         if channels is None:
             amp, phase = amp[..., None], phase[..., None]
-        lead = torch.broadcast_shapes(amp.shape[:-1], phase.shape[:-1], slot.shape, index.shape)
+        # (torch.broadcast_shapes would import sympy, seconds at first use)
+        lead = torch.broadcast_tensors(amp[..., 0], phase[..., 0], slot, index)[0].shape
         amp, phase = amp.expand(*lead, C).reshape(-1, C), phase.expand(*lead, C).reshape(-1, C)
         slot, index = slot.expand(lead).reshape(-1), index.expand(lead).reshape(-1)
         bins, w, near_zero = kernels

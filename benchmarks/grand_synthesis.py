@@ -150,6 +150,38 @@ def models(midi: Path, seconds: float, threads: int, repeats: int, all_partials:
         print(f"  {label:30s} {len(notes):5d} notes, {audio_s:5.1f} s: {s:6.2f} s, {audio_s / s:6.1f} x real time")
 
 
+def profile(midi: Path, seconds: float) -> None:
+    """cProfile of the grand's synthesis on one thread: where its time goes, by stage."""
+    import cProfile
+    import pstats
+
+    perf = read_midi(midi)
+    fc = FeatureConfig(sample_rate=48000, hop_samples=768, channels=2)
+    frames = min(n_frames_for(perf, fc), round(seconds * 48000 / 768))
+    x = torch.from_numpy(compute_features(perf, fc, frames)).float()
+    notes = compute_notes(perf, fc, frames * 768)
+    notes = notes[notes[:, 2] < frames * 768]
+    torch.manual_seed(0)
+    model = PianoSynth(x.shape[1], 768, hidden=128, decoder="grand", sample_rate=48000, channels=2).eval()
+    counts = measured_counts()
+    with torch.no_grad():
+        for z in range(model.decoder.zones):
+            model.decoder.partial_count[z] = int(counts[model.decoder.zone == z].max())
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in model.synthesize(x, notes=notes, workers=1):
+        pass
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = stats.total_tt
+    print(f"profile of the grand, first {seconds:g} s, 1 thread: {total:.2f} s in all")
+    for (file, _, name), (_, _, _, cum, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][3]):
+        if name in ("conditioning", "render", "_partials", "spectrum", "forward", "_noise", "_log_amplitudes", "_network") and (
+            "pianosynth" in file
+        ):
+            print(f"  {Path(file).name}:{name:18s} {cum:7.2f} s  {100 * cum / total:5.1f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--midi", type=Path, default=DEFAULT_MIDI)
@@ -160,6 +192,7 @@ def main() -> None:
     parser.add_argument("--taps", type=int, nargs="+", default=[4, 6, 8], help="bins per partial per frame of the inverse FFT")
     parser.add_argument("--all-partials", action="store_true", help="the grand plays 192 partials on every key")
     parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS", help="also profile the grand on this many seconds, 1 thread")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one torch thread per worker thread
     print(f"sinusoids alone (1 torch thread), best of {args.repeats}:")
@@ -168,6 +201,8 @@ def main() -> None:
     if not args.skip_models:
         print(f"whole models in process, {args.threads} worker thread(s), first {args.seconds:g} s of {args.midi.name}, best of {args.repeats}:")
         models(args.midi, args.seconds, args.threads, args.repeats, args.all_partials)
+    if args.profile:
+        profile(args.midi, args.profile)
 
 
 if __name__ == "__main__":

@@ -64,11 +64,15 @@ def main() -> None:
         fn = getattr(owner, name)
 
         def run(*a, **k):
-            stage[0] = label
-            return fn(*a, **k)
+            before, stage[0] = stage[0], label
+            try:
+                return fn(*a, **k)
+            finally:
+                stage[0] = before
 
         setattr(owner, name, run)
 
+    stage[0] = "render"
     labelled(synthesize, "read_performance", "read MIDI")
     labelled(synthesize, "compute_features", "features")
     labelled(synthesize, "compute_notes", "note table")

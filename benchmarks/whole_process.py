@@ -1,13 +1,14 @@
 """The whole process, start-up included, of pianosynth and the samplers on the same MIDI files,
-side by side: wall time (median of ``--repeats``), peak resident memory, and for pianosynth the
-time to its first synthesized sample.
+side by side: wall time and CPU time (medians of ``--repeats``), peak resident memory, and for
+pianosynth the time to its first synthesized sample. On a loaded machine, compare CPU times: wall
+times then measure the load as much as the programs.
 
     python benchmarks/whole_process.py                      # 10 s, 5 min and 59 min pieces, 3 repeats
     python benchmarks/whole_process.py --minutes 0.1667 5 --repeats 3
 
 Each piece is generated (``examples.generate_piece``, 96 bpm), or given with ``--midi``. Every
 system is a fresh process, run in turn within each repeat, so a load on the machine falls on all
-of them alike; peak RSS comes from ``wait4``. Systems:
+of them alike; peak RSS and CPU time (user + system, all threads) come from ``wait4``. Systems:
 
 - ``python -m pianosynth synthesize piece.mid -o out.wav --threads T`` at its default output (the shipped
   models, routed by program, at their own rate and channels);
@@ -22,7 +23,8 @@ of them alike; peak RSS comes from ``wait4``. Systems:
 The time to the first sample is taken inside a pianosynth process (the Python API, default
 models): from the process's start (``/proc/self/stat``, 10 ms ticks) to the first call of the
 render's ``progress`` callback, which comes when the model hands over its first block; that
-process then exits. ``import torch`` alone is timed in its own processes, so
+process then exits. It is given in wall time and in the process's CPU time (user + system),
+which a loaded machine inflates far less. ``import torch`` alone is timed in its own processes, so
 the set-up beyond it is the difference. Not a test: on a shared machine only numbers measured in
 one run are compared.
 """
@@ -52,12 +54,14 @@ def since_start():
     uptime = float(open("/proc/uptime").read().split()[0])
     return uptime - ticks / os.sysconf("SC_CLK_TCK")
 def first_sample(done, total):
-    print(since_start(), flush=True)
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(since_start(), usage.ru_utime + usage.ru_stime, flush=True)
     os._exit(0)  # the rest of the render is timed by the whole-process runs
 import pianosynth
 synth = pianosynth.load(sys.argv[3] or None, threads=int(sys.argv[4]))
 synth.render_to_file(sys.argv[1], sys.argv[2], force=True, progress=first_sample)
-print("nan")
+print("nan nan")
 """
 
 SFIZZ = """
@@ -73,8 +77,8 @@ sf.write(sys.argv[2], y.T, 48000, subtype="PCM_16")
 """
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, str]:
-    """Runs a command; returns (wall seconds, peak RSS in MB, its stdout)."""
+def run_measured(cmd: list[str]) -> tuple[float, float, str, float]:
+    """Runs a command; returns (wall seconds, peak RSS in MB, its stdout, CPU seconds: user + system)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
@@ -85,7 +89,8 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
         err.seek(0)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd[:4])} failed: {err.read().decode()[-500:]}")
-        return elapsed, usage.ru_maxrss / 1024, out.read().decode()  # ru_maxrss is in KiB on Linux
+        cpu = usage.ru_utime + usage.ru_stime
+        return elapsed, usage.ru_maxrss / 1024, out.read().decode(), cpu  # ru_maxrss is in KiB on Linux
 
 
 def sfizz_available() -> str | None:
@@ -123,10 +128,11 @@ def main() -> None:
     piano = piano16()
     imports = {}
     for module in ("pianosynth", "torch", "pianosynth.synthesize"):
-        code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-        imports[module] = statistics.median(float(run_measured([py, "-c", code])[2]) for _ in range(args.repeats))
-    torch_s = imports["torch"]
-    print(", ".join(f"import {m}: {s:.3f} s" for m, s in imports.items()) + f" (in-process, medians of {args.repeats})")
+        code = f"import time; t, c = time.perf_counter(), time.process_time(); import {module}; print(time.perf_counter() - t, time.process_time() - c)"
+        runs = [[float(v) for v in run_measured([py, "-c", code])[2].split()] for _ in range(args.repeats)]
+        imports[module] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+    torch_s, torch_cpu = imports["torch"]
+    print(", ".join(f"import {m}: {w:.3f} s ({c:.3f} s CPU)" for m, (w, c) in imports.items()) + f" (in-process, medians of {args.repeats})")
     if args.imports_only:
         return
     print(f"--threads {args.threads}")
@@ -154,15 +160,17 @@ def main() -> None:
                 systems["sfizz grand 48 kHz"] = [py, "-c", SFIZZ, str(midi), f"{tmp}/sfizz.wav"]
             systems = {k: v for k, v in systems.items() if k not in args.skip}
             times: dict[str, list[float]] = {k: [] for k in systems}
+            cpus: dict[str, list[float]] = {k: [] for k in systems}
             rss: dict[str, float] = {k: 0.0 for k in systems}
-            first: list[float] = []
+            first: list[tuple[float, float]] = []
             for _ in range(args.repeats):
                 for name, cmd in systems.items():
-                    t, r, _ = run_measured(cmd)
+                    t, r, _, c = run_measured(cmd)
                     times[name].append(t)
+                    cpus[name].append(c)
                     rss[name] = max(rss[name], r)
-                t, _, out = run_measured([py, "-c", FIRST_SAMPLE, str(midi), f"{tmp}/first.wav", "", str(args.threads)])
-                first.append(float(out.strip().splitlines()[-1]))
+                t, _, out, _ = run_measured([py, "-c", FIRST_SAMPLE, str(midi), f"{tmp}/first.wav", "", str(args.threads)])
+                first.append(tuple(float(v) for v in out.strip().splitlines()[-1].split()))
             import soundfile as sf
 
             info = sf.info(f"{tmp}/ours.wav")
@@ -170,13 +178,15 @@ def main() -> None:
             fs48 = statistics.median(times.get("fluidsynth FluidR3 48 kHz", [float("nan")]))
             print(f"\n{midi.name}: {info.duration / 60:.2f} min; pianosynth default writes {info.samplerate} Hz, "
                   f"{info.channels} channel(s); medians of {args.repeats}")  # fmt: skip
-            print(f"{'system':34s} {'seconds':>8s} {'x fs16':>7s} {'x fs48':>7s} {'peak RSS MB':>12s}")
+            c16 = statistics.median(cpus.get("fluidsynth FluidR3 16 kHz", [float("nan")]))
+            c48 = statistics.median(cpus.get("fluidsynth FluidR3 48 kHz", [float("nan")]))
+            print(f"{'system':34s} {'wall s':>8s} {'x fs16':>7s} {'x fs48':>7s} {'CPU s':>8s} {'x fs16':>7s} {'x fs48':>7s} {'peak RSS MB':>12s}")
             for name in systems:
-                m = statistics.median(times[name])
-                print(f"{name:34s} {m:8.2f} {m / fs16:7.2f} {m / fs48:7.2f} {rss[name]:12.0f}")
-            f = statistics.median(first)
-            print(f"pianosynth default, first sample after {f:.2f} s from the process's start "
-                  f"({f - torch_s:+.2f} s beyond import torch)")  # fmt: skip
+                m, c = statistics.median(times[name]), statistics.median(cpus[name])
+                print(f"{name:34s} {m:8.2f} {m / fs16:7.2f} {m / fs48:7.2f} {c:8.2f} {c / c16:7.2f} {c / c48:7.2f} {rss[name]:12.0f}")
+            f, c = statistics.median(w for w, _ in first), statistics.median(c for _, c in first)
+            print(f"pianosynth default, first sample after {f:.2f} s from the process's start ({f - torch_s:+.2f} s beyond "
+                  f"import torch), {c:.2f} s of CPU ({c - torch_cpu:+.2f} s beyond import torch's)")  # fmt: skip
 
 
 if __name__ == "__main__":

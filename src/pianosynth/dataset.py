@@ -8,21 +8,27 @@ three::
                                    skips (written last)
         pieces/<id>.json           one piece's record; its presence marks the piece as finished
         pieces/<id>.features.npy   (frames, channels) uint8, value * 127 (see features.quantize)
-        pieces/<id>.audio.npy      (frames * hop_samples,) int16: the FluidSynth render, or the
-                                   recording aligned to the MIDI and levelled (render.source
-                                   "recorded", see recordings.py)
+        pieces/<id>.audio.npy      (frames * hop_samples,) int16, or (frames * hop_samples, 2)
+                                   for a stereo cache (features.channels 2): the FluidSynth or
+                                   sfizz render, or the recording aligned to the MIDI and levelled
+                                   (render.source "recorded", see recordings.py)
         pieces/<id>.notes.npy      (notes, 4) int64: key, velocity, onset and release samples on the
                                    reference's block grid (features.compute_notes)
 
 Every file is written to a temporary name and renamed into place, and a piece's record is written
 after its arrays, so a run that is killed can be started again: finished pieces are kept, and
 half-written files are never mistaken for finished ones.
+
+The manifest records the audio's rate and channels (``audio``). A stereo cache stores samples as
+rows of (left, right), so that a crop is one contiguous slice of the memory map; its crops come
+out as (channels, samples), the library's layout.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 import json
 import logging
 import re
@@ -215,7 +221,20 @@ def cache_key(sources: list[SourceFile], cfg: Config) -> str:
 
         key["audio"] = [s.audio_rel for s in sources]
         key["recordings"] = settings()
+    if cfg.render.source == "sfizz":
+        key["grand"] = _grand_identity()
     return stable_hash(key)
+
+
+def _grand_identity() -> dict:
+    """The SFZ text's and the sample set's hashes (grand.identity), a CacheError if the samples
+    are missing or damaged."""
+    from .grand import GrandError, identity
+
+    try:
+        return identity()
+    except GrandError as e:
+        raise CacheError(str(e)) from None
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -282,6 +301,7 @@ def prepare_piece(
             audio, clipped = to_int16(render(perf, render_cfg, features, n_samples))  # (samples,) int16
         except RenderLimitError as e:
             return skip(MidiError(f"{src.rel}: {e}"))
+    # (samples,) int16, or (samples, 2) for a stereo config
     check_alignment(x.shape[0], audio.shape[0], features.hop_samples)
     arrays = {"features": x, "audio": audio, "notes": notes}
     for kind, array in arrays.items():
@@ -294,6 +314,7 @@ def prepare_piece(
     record.update(
         frames=int(n_frames),
         seconds=n_samples / features.sample_rate,
+        peak=float(np.abs(audio).max(initial=0)) / 32767.0,  # the loudest sample, 1.0 = full scale
         notes=len(perf.notes),
         clipped_samples=clipped,
         warnings=perf.warnings,
@@ -414,8 +435,9 @@ def prepare(
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    if cfg.render.source == "fluidsynth":
-        check_renderer(cfg.render)  # fail before any work if FluidSynth or the SoundFont is missing
+    if cfg.render.source in ("fluidsynth", "sfizz"):
+        # fail before any work if FluidSynth or the SoundFont, sfizz or the grand's samples are missing
+        check_renderer(cfg.render)
     remove_stale_render_folders()  # left by a run killed with -9
     cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg)}"
     pieces_dir = cache_dir / "pieces"
@@ -442,6 +464,7 @@ def prepare(
             records[src.rel] = rec
         else:
             todo.append((src, pieces_dir, cfg.features, cfg.render, max_seconds))
+    check_disk_space([src for src, *_ in todo], cache_dir, cfg.features)
     if todo:
         if jobs > 1 and len(todo) > 1:
             import multiprocessing as mp
@@ -461,6 +484,7 @@ def prepare(
     manifest = {
         "version": CACHE_VERSION,
         "config": {"features": cfg.to_dict()["features"], "render": cfg.to_dict()["render"]},
+        "audio": {"sample_rate": cfg.features.sample_rate, "channels": cfg.features.channels, "dtype": "int16"},
         "pieces": [records[s.rel] for s in sources if "skipped" not in records[s.rel]],
         "skipped": [
             {"file": r["file"], "reason": r["skipped"]} for s in sources if "skipped" in (r := records[s.rel])
@@ -470,8 +494,44 @@ def prepare(
         from .recordings import settings
 
         manifest["recordings"] = settings()
+    if cfg.render.source == "sfizz":
+        manifest["grand"] = _grand_identity()
     save_json(cache_dir / MANIFEST, manifest)
     return cache_dir
+
+
+DISK_MARGIN = 1.1  # the estimate's margin: features, note tables, records and the file system's own
+
+
+def cache_bytes(seconds: float, features: FeatureConfig) -> int:
+    """Bytes that ``seconds`` of pieces take in a cache: int16 audio of every channel, and uint8
+    features (the note tables are a few bytes per note)."""
+    audio = seconds * features.sample_rate * features.channels * 2
+    return int(audio + seconds * features.frame_rate * features.n_channels)
+
+
+def check_disk_space(sources: list[SourceFile], cache_dir: Path, features: FeatureConfig) -> None:
+    """Raises CacheError in one line when the free space under ``cache_dir`` is short of what the
+    pieces to do will take (their durations from splits.csv, else from the MIDI file)."""
+    if not sources:
+        return
+    seconds = 0.0
+    for src in sources:
+        if src.seconds is not None:
+            seconds += src.seconds + features.tail_seconds
+        else:
+            try:
+                seconds += read_midi(src.path).end_s + features.tail_seconds
+            except MidiError:
+                pass  # skipped later with its reason
+    need = DISK_MARGIN * cache_bytes(seconds, features)
+    free = shutil.disk_usage(cache_dir).free
+    if need > free:
+        raise CacheError(
+            f"{cache_dir}: not enough disk space: {len(sources)} piece(s), {seconds / 3600:.1f} h at "
+            f"{features.sample_rate} Hz x {features.channels} channel(s) need about {need / 1e9:.1f} GB, "
+            f"{free / 1e9:.1f} GB are free; free space, use --max-hours, or another --out"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,6 +565,11 @@ class Cache:
         self.features: FeatureConfig = cfg.features
         self.render: RenderConfig = cfg.render
 
+    @property
+    def channels(self) -> int:
+        """Audio channels of the reference: 1, or 2 for a stereo cache."""
+        return self.features.channels
+
     def check_arrays(self, verify: bool = False) -> list[str]:
         """One line per piece whose arrays do not match the manifest (see check_piece_arrays)."""
         problems = (check_piece_arrays(self.dir / "pieces", p, self.features, verify) for p in self.pieces)
@@ -514,7 +579,8 @@ class Cache:
         return [p for p in self.pieces if p["split"] == name]
 
     def load(self, piece: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Memory maps one piece: features (frames, channels) uint8 and audio (samples,) int16."""
+        """Memory maps one piece: features (frames, channels) uint8 and audio int16, (samples,) or,
+        in a stereo cache, (samples, 2)."""
         base = self.dir / "pieces" / piece["id"]
         x = np.load(f"{base}.features.npy", mmap_mode="r")
         y = np.load(f"{base}.audio.npy", mmap_mode="r")
@@ -552,7 +618,8 @@ class CropDataset:
     validation crops are evenly spaced through each piece. Pieces are memory mapped lazily in
     each worker process, so workers start fast and the dataset is never loaded into RAM.
 
-    Items: (features (frames, channels) float32 in 0..1, audio (frames * hop,) float32 in [-1, 1]).
+    Items: (features (frames, channels) float32 in 0..1, audio float32 in [-1, 1]): audio is
+    (frames * hop,) in a mono cache and (2, frames * hop) in a stereo one.
     """
 
     def __init__(
@@ -622,10 +689,12 @@ class CropDataset:
         piece, start = self.crop_position(index)
         x_all, y_all = self._piece(piece)
         x = np.zeros((self.frames, x_all.shape[1]), dtype=np.float32)
-        y = np.zeros(self.frames * self.hop, dtype=np.float32)
+        y = np.zeros((self.frames * self.hop,) + y_all.shape[1:], dtype=np.float32)  # (samples[, 2])
         n = min(self.frames, x_all.shape[0] - start)  # pieces shorter than a crop are zero-padded
         x[:n] = dequantize(np.asarray(x_all[start : start + n]))
         y[: n * self.hop] = np.asarray(y_all[start * self.hop : (start + n) * self.hop], dtype=np.float32) / 32767.0
+        if y.ndim == 2:
+            y = np.ascontiguousarray(y.T)  # (2, samples): the library's (channels, samples)
         if self.lookback is None:
             return torch.from_numpy(x), torch.from_numpy(y)
         return torch.from_numpy(x), torch.from_numpy(self.crop_notes(piece, start)), torch.from_numpy(y)

@@ -113,6 +113,13 @@ def check_alignment(n_frames: int, n_samples: int, hop_samples: int) -> None:
 # t = 0.1 s sounds from sample 1664 (its first sample is 0, the next ones are not), at 0.1041 s
 # from 1728, at 1.01 s from 16256. ``note_samples`` reproduces that, so a note's waveform, phase
 # included, starts on the same sample in the reference and in a voice.
+#
+# That is FluidSynth's clock (``FeatureConfig.note_clock`` "fluidsynth", also the clock recordings
+# are aligned to). sfizz (note_clock "sfizz", issue 18) is handed every event at its own sample,
+# round(t * sample_rate) (render.sfizz_events), with note_on's delay within the block, and starts
+# the note there: measured with the grand's C4 at 48 kHz, for delays 0, 1, 100 and the block's
+# last sample, the first non-zero output sample is the event's sample, and the waveform is the
+# same as a note started on a block boundary, shifted (docs/grand.md; tests/test_grand.py).
 
 NOTE_BLOCK = 64  # FluidSynth's block: every event starts on a multiple of this many samples
 TICKS_PER_S = 1920  # midi.write_midi: 960 ticks per beat at 120 bpm
@@ -152,12 +159,26 @@ def note_samples(ticks: np.ndarray, sample_rate: int) -> np.ndarray:
     return b * NOTE_BLOCK
 
 
-def _pedal_down(curve, ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A pedal as (ticks of its changes, down after each change) with FluidSynth's rule that a
-    value of 64/127 or more is down; repeated states are dropped."""
+def event_samples(t_s: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Event times in seconds -> the samples sfizz plays them at (render.sfizz_events).
+    (n,) -> (n,) int64."""
+    return np.rint(np.asarray(t_s, dtype=np.float64) * sample_rate).astype(np.int64)
+
+
+def _clock(cfg: FeatureConfig):
+    """(seconds -> the clock's integer event times, those times -> the samples where the events
+    start) of the reference's note clock."""
+    if cfg.note_clock == "sfizz":
+        return (lambda t_s: event_samples(t_s, cfg.sample_rate)), (lambda t: np.asarray(t, dtype=np.int64))
+    return event_ticks, (lambda t: note_samples(t, cfg.sample_rate))
+
+
+def _pedal_down(curve, to_times) -> tuple[np.ndarray, np.ndarray]:
+    """A pedal as (clock times of its changes, down after each change) with FluidSynth's rule
+    that a value of 64/127 or more is down; repeated states are dropped."""
     if curve is None or len(curve.times_s) == 0:
         return np.zeros(0, np.int64), np.zeros(0, bool)
-    t = event_ticks(curve.times_s)
+    t = to_times(curve.times_s)
     down = np.asarray(curve.values) >= 64 / 127 - 1e-9
     keep = np.ones(len(t), bool)
     keep[1:] = down[1:] != down[:-1]
@@ -169,8 +190,9 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
     """The note table of a performance: one row per note, sorted by onset.
 
     Columns (``NOTE_COLUMNS``): key 0..87, velocity 1..127, onset sample, release sample. Both
-    samples sit on the reference's 64-sample block grid (``note_samples``). The release is where
-    the voice starts to die away:
+    samples are on the reference's note clock (``cfg.note_clock``): FluidSynth's 64-sample block
+    grid (``note_samples``), or sfizz's own sample of each event. The release is where the voice
+    starts to die away:
 
     - the note-off;
     - later, if the sustain pedal is down at the note-off (until it goes up), or if the key was
@@ -190,14 +212,14 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
     """
     if not perf.notes:
         return np.zeros((0, 4), np.int64)
-    sr = cfg.sample_rate
     key = np.array([n.pitch - LOWEST_KEY for n in perf.notes], np.int64)
     vel = np.array([n.velocity if cfg.velocity else SCORE_VELOCITY for n in perf.notes], np.int64)
-    on = event_ticks([n.start_s for n in perf.notes])
-    off = event_ticks([n.end_s for n in perf.notes])
+    to_times, to_samples = _clock(cfg)
+    on = to_times([n.start_s for n in perf.notes])  # ticks (FluidSynth) or samples (sfizz)
+    off = to_times([n.end_s for n in perf.notes])
     never = np.iinfo(np.int64).max // 4
-    sus_t, sus_down = _pedal_down(perf.pedals.get("sustain"), on)
-    sos_t, sos_down = _pedal_down(perf.pedals.get("sostenuto"), on)
+    sus_t, sus_down = _pedal_down(perf.pedals.get("sustain"), to_times)
+    sos_t, sos_down = _pedal_down(perf.pedals.get("sostenuto"), to_times)
 
     def next_up(times: np.ndarray, down: np.ndarray, t: np.ndarray) -> np.ndarray:
         """For each tick t: if the pedal is down at t, the tick it next goes up (else t)."""
@@ -233,9 +255,9 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
     nxt[order[:-1][same]] = on[order][1:][same]
     release = np.minimum(release, nxt)
 
-    onset_s = note_samples(on, sr)
+    onset_s = to_samples(on)
     finite = release < never
-    release_s = np.where(finite, note_samples(np.where(finite, release, 0), sr), n_samples if n_samples else never)
+    release_s = np.where(finite, to_samples(np.where(finite, release, 0)), n_samples if n_samples else never)
     release_s = np.maximum(release_s, onset_s)
     table = np.stack([key, vel, onset_s, release_s], axis=1)
     return table[np.lexsort((table[:, 0], table[:, 2]))]

@@ -1,5 +1,6 @@
-"""The fuzz benchmark of issue 11: seeded MIDI mutations and bad CLI numbers, each case with a time
-and a memory limit, and peak memory against piece length.
+"""The fuzz benchmark of issues 11 and 20: seeded mutations of MIDI files, scores (MusicXML, .mxl,
+MEI, **kern), the API's object inputs and options, and requests to the page, each case with a
+time and a memory limit; and peak memory against piece length.
 
     python benchmarks/fuzz.py --cases 10000            # fuzz; writes out/fuzz/results.json
     python benchmarks/fuzz.py --memory                 # peak RSS against piece length
@@ -10,10 +11,23 @@ timer raises, counted as "over time"; a worker that does not answer within the l
 killed, counted as a hang, and a fresh one takes the next case. Case ``i`` is a pure function of
 ``i`` (tests/mutator.py), so any failure is reproduced with ``--first i --cases 1``.
 
-Targets, by case number: every case runs read_midi -> compute_features -> compute_notes; every
-``--synth-every``-th also runs synthesize_file with a tiny untrained model and checks that a failure
-leaves no file; every ``--cli-every``-th runs ``pianosynth synthesize`` in-process with one number
-option set to a random bad or good value, and expects exit 0, 1 or 2 and no traceback.
+Targets, by case number ``i % 10`` (``TARGETS``):
+
+- 0-3 **midi**: read_midi -> compute_features -> compute_notes on a mutated MIDI file; every
+  ``--synth-every``-th case also runs synthesize_file with a tiny untrained model and checks that a
+  failure leaves no file; every ``--cli-every``-th runs ``pianosynth synthesize`` in-process with
+  one number option set to a random bad or good value, and expects exit 0, 1 or 2 and no traceback.
+  Both render under a budget of SYNTH_MAX_SECONDS of audio (``--max-seconds``), so that the time
+  limit of a case bounds a render the budget allows rather than the budget's whole hour.
+- 4-6 **score**: read_score -> features -> notes on a mutated MusicXML, .mxl (now and then a zip
+  bomb), MEI or **kern score (``mutator.mutate_score``); only ScoreError/MidiError may escape.
+- 7-8 **api**: ``Synth.render`` (the tiny model) on an input of any type, PrettyMIDI and mido
+  objects with odd field values among them, and odd option values (``mutator.api_input``); only
+  MidiError and OutputError may escape.
+- 9 **page**: a request to the page (``serve.create_app`` with the tiny model, through Starlette's
+  test client): random method, path, Host and Origin, a mutated MIDI or score upload, an
+  oversized one, odd form fields or a broken multipart body; every answer must be below 500 and
+  an error must be one JSON line.
 """
 
 from __future__ import annotations
@@ -33,9 +47,12 @@ import threading
 import time
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+SYNTH_MAX_SECONDS = 120  # the synthesis budget of a case (--max-seconds): its time limit must cover a render this long
+TARGETS = ["midi"] * 4 + ["score"] * 3 + ["api"] * 2 + ["page"]
 CLI_OPTIONS = ["--threads", "--chunk-seconds", "--context-seconds", "--normalize", "--max-seconds"]
 CLI_VALUES = ["nan", "inf", "-inf", "-1", "0", "1e6", "1e308", "0.5", "3", "-0", "1e-300"]
 
@@ -51,72 +68,102 @@ def _alarm(signum, frame):
 def worker(args) -> None:
     """Reads case numbers on stdin, answers one JSON line per case on stdout."""
     import numpy as np
-    from mutator import features_case, mutate, outcome_class, seed_files
+    from mutator import api_input, features_case, mutate, mutate_score, outcome_class, page_case, score_case, score_seeds, seed_files
+    from starlette.testclient import TestClient
     from test_reliability import tiny_checkpoint
 
+    import pianosynth
     from pianosynth import cli
+    from pianosynth.audio import OutputError
     from pianosynth.config import FeatureConfig
     from pianosynth.midi import MidiError
+    from pianosynth.serve import create_app
     from pianosynth.synthesize import synthesize_file
 
     limit = args.memory_mib << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGALRM, _alarm)
     seeds = seed_files()
+    scores = score_seeds()
     fc = FeatureConfig()
     tmp = Path(tempfile.mkdtemp(prefix="pianosynth-fuzz-"))
     model = tiny_checkpoint(tmp / "m.pt")
+    synth = pianosynth.load(model, threads=1)
+    client = TestClient(create_app(models={"tiny": model}, max_upload_bytes=65536, max_seconds=60, threads=1), base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
+    client.__enter__()
     out_dir = tmp / "out"
     out_dir.mkdir()
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         i = int(line)
         rng = np.random.default_rng(i)
-        data = mutate(seeds[i % len(seeds)], rng)
+        target = TARGETS[i % len(TARGETS)]
         started = time.perf_counter()
         signal.setitimer(signal.ITIMER_REAL, args.seconds)
-        result = {"case": i}
+        result = {"case": i, "target": target}
         try:
-            result["features"] = features_case(data, tmp / "case.mid", fc)
-            if args.synth_every and i % args.synth_every == 0:
-                out = out_dir / "o.wav"
-                if out.exists():
-                    out.unlink()  # the previous case's output
+            if target == "midi":
+                data = mutate(seeds[i % len(seeds)], rng)
+                midi_case(i, rng, data, result, args, tmp, out_dir, model, fc, features_case, outcome_class, synthesize_file, cli, MidiError)
+            elif target == "score":
+                suffix, data = scores[(i // len(TARGETS)) % len(scores)]
+                result["score"] = f"{suffix} " + score_case(suffix, mutate_score(suffix, data, rng), tmp, fc)
+            elif target == "api":
+                obj, options = api_input(rng, seeds)
                 try:
-                    synthesize_file(tmp / "case.mid", out, model_path=model, threads=1, force=True)
-                    result["synthesize"] = "ok"
-                except MidiError as e:
-                    result["synthesize"] = "refused: " + outcome_class(str(e))
-                    if out.exists():
-                        out.unlink()
-                        result["synthesize"] = "left a file"
-                left = [p.name for p in out_dir.glob(".*")]
-                if left:
-                    result["synthesize"] = f"left temporary files {left}"
-            if args.cli_every and i % args.cli_every == 0:
-                option = CLI_OPTIONS[int(rng.integers(len(CLI_OPTIONS)))]
-                value = CLI_VALUES[int(rng.integers(len(CLI_VALUES)))]
-                err = io.StringIO()
-                argv = ["synthesize", str(tmp / "case.mid"), "-o", str(out_dir / "c.wav"), "--model", str(model), "--force", option, value]
-                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                    try:
-                        code = cli.main(argv)
-                    except SystemExit as e:  # argparse: a value that is not a number at all
-                        code = e.code
-                text = err.getvalue()
-                ok = code in (0, 1, 2) and "Traceback" not in text
-                result["cli"] = f"exit {code}" if ok else f"UNEXPECTED exit {code}: {text.strip()[-200:]}"
+                    synth.render(obj, **options)
+                    result["api"] = "ok"
+                except (MidiError, OutputError) as e:
+                    result["api"] = f"refused {type(e).__name__}: " + outcome_class(str(e))
+            else:
+                result["page"] = page_case(client, rng, seeds, scores)
         except CaseTimeout:
             result["error"] = "over time"
         except MemoryError:
             result["error"] = "over memory"
         except Exception as e:  # the point of a fuzzer: record whatever escapes
-            result["error"] = f"unexpected {type(e).__name__}: {str(e)[:200]}"
+            result["error"] = f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:200]}"
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         result["seconds"] = time.perf_counter() - started
         result["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result), flush=True)
+
+
+def midi_case(i, rng, data, result, args, tmp, out_dir, model, fc, features_case, outcome_class, synthesize_file, cli, MidiError) -> None:
+    """The MIDI target (issue 11's cases, numbered as before within the MIDI cases)."""
+    result["features"] = features_case(data, tmp / "case.mid", fc)
+    if args.synth_every and i % args.synth_every == 0:
+        out = out_dir / "o.wav"
+        if out.exists():
+            out.unlink()  # the previous case's output
+        try:
+            synthesize_file(tmp / "case.mid", out, model_path=model, threads=1, force=True, max_seconds=SYNTH_MAX_SECONDS)
+            result["synthesize"] = "ok"
+        except MidiError as e:
+            result["synthesize"] = "refused: " + outcome_class(str(e))
+            if out.exists():
+                out.unlink()
+                result["synthesize"] = "left a file"
+        left = [p.name for p in out_dir.glob(".*")]
+        if left:
+            result["synthesize"] = f"left temporary files {left}"
+    if args.cli_every and i % args.cli_every == 0:
+        option = CLI_OPTIONS[int(rng.integers(len(CLI_OPTIONS)))]
+        value = CLI_VALUES[int(rng.integers(len(CLI_VALUES)))]
+        if option == "--max-seconds" and value in ("1e6", "1e308"):
+            value = str(SYNTH_MAX_SECONDS)  # the case's budget: a longer one is a slow render, not a fault
+        err = io.StringIO()
+        argv = ["synthesize", str(tmp / "case.mid"), "-o", str(out_dir / "c.wav"), "--model", str(model), "--force",
+                "--max-seconds", str(SYNTH_MAX_SECONDS), option, value]  # fmt: skip
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = cli.main(argv)
+            except SystemExit as e:  # argparse: a value that is not a number at all
+                code = e.code
+        text = err.getvalue()
+        ok = code in (0, 1, 2) and "Traceback" not in text
+        result["cli"] = f"exit {code}" if ok else f"UNEXPECTED exit {code}: {text.strip()[-200:]}"
 
 
 def start_worker(args) -> subprocess.Popen:
@@ -140,7 +187,9 @@ def _drain(proc: subprocess.Popen) -> None:
 def fuzz(args) -> dict:
     import select
 
-    counts: dict[str, collections.Counter] = {k: collections.Counter() for k in ("features", "synthesize", "cli", "error")}
+    counts: dict[str, collections.Counter] = {k: collections.Counter() for k in ("features", "synthesize", "cli", "score", "api", "page", "error")}
+    targets: collections.Counter = collections.Counter()
+    peak_rss = 0.0
     failures, slowest = [], []
     proc = start_worker(args)
     started = time.time()
@@ -164,13 +213,15 @@ def fuzz(args) -> dict:
             continue
         r = json.loads(line)
         done += 1
-        for key in ("features", "synthesize", "cli"):
+        targets[r.get("target", "midi")] += 1
+        peak_rss = max(peak_rss, r.get("maxrss_mib", 0.0))
+        for key in ("features", "synthesize", "cli", "score", "api", "page"):
             if key in r:
-                counts[key][r[key].split(":")[0] if key != "features" else r[key]] += 1
+                counts[key][r[key].split(":")[0] if key in ("synthesize", "cli", "page") else r[key][:90]] += 1
         if "error" in r:
             counts["error"][r["error"].split(":")[0]] += 1
             failures.append(r)
-        elif any(str(r.get(k, "")).startswith(("UNEXPECTED", "left")) for k in ("synthesize", "cli")):
+        elif any(str(r.get(k, "")).startswith(("UNEXPECTED", "left")) for k in ("synthesize", "cli", "page")):
             failures.append(r)
         slowest = sorted(slowest + [(r["seconds"], i)], reverse=True)[:5]
         if done % 1000 == 0:
@@ -179,7 +230,8 @@ def fuzz(args) -> dict:
     proc.wait()
     return {
         "cases": done, "first": args.first, "seconds_per_case_limit": args.seconds, "memory_mib_limit": args.memory_mib,
-        "wall_seconds": round(time.time() - started, 1), "outcomes": {k: dict(v) for k, v in counts.items()},
+        "wall_seconds": round(time.time() - started, 1), "targets": dict(targets), "peak_rss_mib": round(peak_rss, 1),
+        "outcomes": {k: dict(v) for k, v in counts.items()},
         "failures": failures[:50], "failure_count": len(failures), "slowest_cases": slowest,
     }  # fmt: skip
 

@@ -147,6 +147,7 @@ def _unpack_mxl(path: Path, folder: Path, limits: Limits, name: str) -> Path:
     the bytes that come out (a member's header may understate them): refused past
     ``limits.score_mib``. -> the unpacked .musicxml"""
     import zipfile
+    import zlib
     from xml.etree import ElementTree
 
     cap = int(limits.score_mib * 2**20)
@@ -183,7 +184,7 @@ def _unpack_mxl(path: Path, folder: Path, limits: Limits, name: str) -> Path:
             return out_path
     except ScoreError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ElementTree.ParseError, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ElementTree.ParseError, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
         raise ScoreError(f"{name}: not a readable compressed MusicXML file ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
 

@@ -312,7 +312,7 @@ def test_xml_elements_and_kern_spines_are_counted_before_partitura_reads_them(tm
 
     xml = tmp_path / "many.musicxml"
     xml.write_bytes(b"<score-partwise>" + b"<a/>" * 5000 + b"</score-partwise>")
-    with pytest.raises(ScoreError, match=r"XML elements: at least 1,001, over the limit of 1,000 \(raise it with --limit xml_elements=N\)"):
+    with pytest.raises(ScoreError, match=r"XML elements: at least 5,001, over the limit of 1,000 \(raise it with --limit xml_elements=N\)"):
         read_score(xml, limits=Limits(xml_elements=1000))
     mxl = _zip(tmp_path / "many.mxl", {"META-INF/container.xml": CONTAINER, "score.xml": xml.read_bytes()})
     with pytest.raises(ScoreError, match="xml_elements"):

@@ -25,6 +25,11 @@ MAX_SECONDS = 3600.0  # default for --max-seconds: pieces longer than this are r
 MAX_ONSETS_PER_SECOND = 1000  # notes starting within any one second; ten fingers manage ~40
 
 
+def _number(x: float) -> str:
+    """1,000,000 rather than 1e+06; 0.5 as 0.5."""
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:,g}"
+
+
 class MidiError(ValueError):
     """A MIDI file that cannot be used: unreadable, empty or without pitched notes."""
 
@@ -39,7 +44,7 @@ class Limits:
     notes: int = 200_000  # notes in the piece; a 30-minute sonata has ~20,000
     polyphony: int = 1024  # notes sounding at once (key down to key up): 88 keys on 11 channels
     onsets_per_second: int = MAX_ONSETS_PER_SECOND  # notes starting within any one second
-    input_mib: float = 64.0  # a MIDI or score file as given (the page has its own upload limit)
+    input_mib: float = 32.0  # a MIDI or score file as given (the page has its own upload limit)
     score_mib: float = 64.0  # a score's XML once unpacked (.mxl is a zip: a bomb stops here)
     xml_elements: int = 2_000_000  # elements in a MusicXML or MEI score (~35 bytes each)
     kern_spines: int = 64  # spines of a Humdrum **kern score on one line (a piano score has 2-6)
@@ -72,7 +77,7 @@ class Limits:
         bound = getattr(self, limit)
         if value > bound:
             raise MidiError(
-                f"{name}: {what} {value:,.0f}{unit}, over the limit of {bound:,g}{unit} "
+                f"{name}: {what} {value:,.0f}{unit}, over the limit of {_number(bound)}{unit} "
                 f"(raise it with --limit {limit}=N)"
             )
 

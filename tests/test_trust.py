@@ -253,7 +253,7 @@ def test_a_midi_file_with_more_notes_than_the_budget_is_refused_before_it_is_par
         read_midi(path)
     pedals = b"\x00\xb0\x40\x7f" + bytes([1, 64, 0, 1, 64, 127]) * 5000  # a pedal storm: 10,001 events, no notes
     path.write_bytes(smf(pedals + b"\x00\x90\x3c\x40\x10\x3c\x00\x00\xff\x2f\x00"))
-    with pytest.raises(MidiError, match=r"more than 8,000 MIDI events \(8 per note of --limit notes; raise it with --limit notes=N\)"):
+    with pytest.raises(MidiError, match=r"more than 4,000 MIDI events \(4 per note of --limit notes; raise it with --limit notes=N\)"):
         read_midi(path, limits=Limits(notes=1000))
 
 
@@ -566,3 +566,13 @@ def test_a_truncated_mp3_whose_header_claims_the_full_length_is_skipped_with_its
     cache = Cache(prepare(find_recordings(folder), tmp_path / "cache", RECORDED))
     assert [p["file"] for p in cache.pieces] == ["good.mid"]
     assert "truncated or damaged" in {s["file"]: s["reason"] for s in cache.skipped}["cut.mid"]
+
+
+def test_a_long_kern_score_is_bounded_by_its_tokens(tmp_path):
+    from pianosynth.midi import Limits
+    from pianosynth.scores import ScoreError, read_score
+
+    kern = tmp_path / "long.krn"
+    kern.write_text("**kern\t**kern\n" + "4c\t4C\n" * 3000 + "*-\t*-\n")
+    with pytest.raises(ScoreError, match=r"\*\*kern tokens \(elements of the score\): 6,004, over the limit of 1,000 \(raise it with --limit xml_elements=N\)"):
+        read_score(kern, limits=Limits(xml_elements=1000))

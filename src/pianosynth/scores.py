@@ -208,13 +208,17 @@ def _check_xml(path: Path, limits: Limits, name: str) -> None:
 
 
 def _check_kern(path: Path, limits: Limits, name: str) -> None:
-    """Refuses a **kern score with more than ``limits.kern_spines`` spines on a line."""
-    widest = 0
+    """Refuses a **kern score with more than ``limits.kern_spines`` spines on a line, or more
+    tokens (a note, a rest, a bar line or an interpretation in one spine) than
+    ``limits.xml_elements``, the budget of a score's elements in any format."""
+    widest = tokens = 0
     with open(path, "rb") as f:
         for line in f:
             if not line.startswith(b"!!"):
-                widest = max(widest, line.count(b"\t") + 1)
+                fields = line.count(b"\t") + 1
+                widest, tokens = max(widest, fields), tokens + fields
     _check(limits, name, "spines:", widest, "kern_spines")
+    _check(limits, name, "**kern tokens (elements of the score):", tokens, "xml_elements")
 
 
 def _load_score(path: Path, name: str, bpm: float | None) -> Performance:

@@ -428,7 +428,8 @@ def test_a_mido_file_with_bad_values_is_a_midi_error(tiny_synth):
 @pytest.mark.parametrize(
     "option",
     [{"channels": True}, {"channels": 2.0}, {"channels": "2"}, {"sample_rate": True}, {"loudness": True},
-     {"chunk_seconds": True}, {"context_seconds": float("nan")}, {"peak": 2.0}, {"limits": {"notes": 5}}],
+     {"chunk_seconds": True}, {"context_seconds": float("nan")}, {"peak": 2.0}, {"limits": {"notes": 5}},
+     {"max_seconds": float("nan")}, {"max_seconds": "x"}, {"bpm": True}, {"bpm": 0}],
 )  # fmt: skip
 def test_bad_api_options_are_output_errors_even_booleans(tiny_synth, tune, option):
     from pianosynth.audio import OutputError
@@ -576,3 +577,12 @@ def test_a_long_kern_score_is_bounded_by_its_tokens(tmp_path):
     kern.write_text("**kern\t**kern\n" + "4c\t4C\n" * 3000 + "*-\t*-\n")
     with pytest.raises(ScoreError, match=r"\*\*kern tokens \(elements of the score\): 6,004, over the limit of 1,000 \(raise it with --limit xml_elements=N\)"):
         read_score(kern, limits=Limits(xml_elements=1000))
+
+
+def test_render_to_file_refuses_an_output_that_is_not_a_file_name(tiny_synth, tune, tmp_path):
+    from pianosynth.audio import OutputError
+
+    for bad in (None, 12, "", "a\0b.wav"):
+        with pytest.raises(OutputError, match="the output must be a file name"):
+            tiny_synth.render_to_file(tune, bad)
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,7 @@
 """Issue 20's hostile inputs, each in a fresh process: what answers it, its peak RSS and its time.
 
-    PYTHONPATH=src python benchmarks/trust.py            # prints a markdown table, writes out/trust/results.json
+    PYTHONPATH=src python benchmarks/trust.py              # prints a markdown table, writes out/trust/results.json
+    PYTHONPATH=src python benchmarks/trust.py --calibrate  # synthesize.chunk_bytes against measured peak RSS
 
 Every input is built here from a few bytes (as the tests build them), then handed to the entry
 point the probe used: ``Synth.render`` / ``render_to_file`` with the shipped default model (the
@@ -97,6 +98,27 @@ result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 print(json.dumps(result))
 """
 
+CALIBRATE = r"""
+import resource, sys, time, numpy as np, torch
+torch.set_num_threads(1)
+from pianosynth.synthesize import load, chunk_bytes
+from pianosynth.midi import Note, Performance, PedalCurve, write_midi, Limits
+from pianosynth.features import compute_features, compute_notes
+s = load("default", threads=1)
+rate, secs, dur, path = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+rng = np.random.default_rng(0)
+starts = np.sort(rng.uniform(0, secs, int(rate * secs)))
+notes = [Note(int(rng.integers(21, 109)), float(t), float(t + dur), 80) for t in starts]
+perf = Performance(notes, {k: PedalCurve(np.zeros(0), np.zeros(0)) for k in ("sustain", "sostenuto", "soft")}, secs + dur)
+write_midi(perf, path)
+fc = s.config.features
+x = compute_features(perf, fc, quantized=True)
+estimate = chunk_bytes(s.model, len(x), compute_notes(perf, fc, len(x) * fc.hop_samples), round(30 * fc.frame_rate), round(2 * fc.frame_rate)) / 2**20
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+s.render(path, limits=Limits(chunk_mib=1e6))
+print(f"{rate:g} notes/s of {dur:g} s for {secs:g} s: estimate {estimate:.0f} MiB, peak RSS growth {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024:.0f} MiB")
+"""
+
 CASES = {
     "mxl25": "a 25 kB .mxl unpacking to 25 MiB of XML elements (under the unpacked limit; the element count refuses it)",
     "mxl100": "a ~100 kB .mxl unpacking to 100 MiB (the probe's 98 KB case)",
@@ -113,8 +135,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/trust")
     p.add_argument("--only", nargs="*", default=None, help="case names (default: all)")
+    p.add_argument("--calibrate", action="store_true", help="chunk_bytes' estimate against the measured growth of peak RSS")
     args = p.parse_args()
     import tempfile
+
+    if args.calibrate:
+        for rate, secs, dur in ((100, 10, 0.2), (400, 10, 0.2), (50, 20, 2.0)):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = subprocess.run([sys.executable, "-c", CALIBRATE, str(rate), str(secs), str(dur), f"{tmp}/p.mid"], capture_output=True, text=True, timeout=1800)
+                print(out.stdout.strip() or out.stderr.strip()[-300:])
+        return
 
     rows = []
     for name, what in CASES.items():

@@ -5,7 +5,7 @@ time and a memory limit; and peak memory against piece length.
     python benchmarks/fuzz.py --cases 10000            # fuzz; writes out/fuzz/results.json
     python benchmarks/fuzz.py --memory                 # peak RSS against piece length
 
-Cases run in a worker process under ``RLIMIT_AS`` (``--memory-mib``): an allocation past it raises
+Cases run in worker processes (``--workers``, one case at a time each) under ``RLIMIT_AS`` (``--memory-mib``): an allocation past it raises
 MemoryError there, counted as "over memory". Each case has ``--seconds``: past it the worker's
 timer raises, counted as "over time"; a worker that does not answer within the limit + 10 s is
 killed, counted as a hang, and a fresh one takes the next case. Case ``i`` is a pure function of
@@ -185,34 +185,23 @@ def _drain(proc: subprocess.Popen) -> None:
 
 
 def fuzz(args) -> dict:
+    """Hands case numbers to ``--workers`` worker processes, one case at a time each, and counts
+    their answers; a worker silent for the case's limit + 10 s is killed (a hang) and replaced."""
     import select
 
     counts: dict[str, collections.Counter] = {k: collections.Counter() for k in ("features", "synthesize", "cli", "score", "api", "page", "error")}
     targets: collections.Counter = collections.Counter()
     peak_rss = 0.0
     failures, slowest = [], []
-    proc = start_worker(args)
+    workers = [start_worker(args) for _ in range(args.workers)]
+    busy: dict[int, tuple[int, float]] = {}  # worker index -> (case, sent at)
     started = time.time()
     done = 0
-    for i in range(args.first, args.first + args.cases):
-        if args.budget_minutes and time.time() - started > args.budget_minutes * 60:
-            break
-        proc.stdin.write(f"{i}\n")
-        proc.stdin.flush()
-        ready, _, _ = select.select([proc.stdout], [], [], args.seconds + 10)
-        line = proc.stdout.readline() if ready else ""
-        if not line:
-            proc.kill()
-            status = proc.wait()
-            kind = "hang" if not ready else "crash"
-            counts["error"][kind] += 1
-            tail = [t for t in getattr(proc, "stderr_tail", []) if "warn" not in t.lower()][-3:]
-            failures.append({"case": i, "error": f"{kind} (worker exit {status})", "stderr": tail})
-            proc = start_worker(args)
-            done += 1
-            continue
-        r = json.loads(line)
-        done += 1
+    todo = iter(range(args.first, args.first + args.cases))
+    exhausted = False
+
+    def record(r: dict) -> None:
+        nonlocal peak_rss, slowest
         targets[r.get("target", "midi")] += 1
         peak_rss = max(peak_rss, r.get("maxrss_mib", 0.0))
         for key in ("features", "synthesize", "cli", "score", "api", "page"):
@@ -223,15 +212,57 @@ def fuzz(args) -> dict:
             failures.append(r)
         elif any(str(r.get(k, "")).startswith(("UNEXPECTED", "left")) for k in ("synthesize", "cli", "page")):
             failures.append(r)
-        slowest = sorted(slowest + [(r["seconds"], i)], reverse=True)[:5]
-        if done % 1000 == 0:
-            print(f"{done} cases, {len(failures)} failures, {time.time() - started:.0f} s", file=sys.stderr)
-    proc.stdin.close()
-    proc.wait()
+        slowest = sorted(slowest + [(r["seconds"], r["case"])], reverse=True)[:5]
+
+    while True:
+        for w in range(len(workers)):  # give every idle worker its next case
+            if w in busy or exhausted:
+                continue
+            if args.budget_minutes and time.time() - started > args.budget_minutes * 60:
+                exhausted = True
+                break
+            i = next(todo, None)
+            if i is None:
+                exhausted = True
+                break
+            workers[w].stdin.write(f"{i}\n")
+            workers[w].stdin.flush()
+            busy[w] = (i, time.time())
+        if not busy:
+            break
+        ready, _, _ = select.select([workers[w].stdout for w in busy], [], [], 1.0)
+        for w in list(busy):
+            i, sent = busy[w]
+            proc = workers[w]
+            if proc.stdout in ready:
+                line = proc.stdout.readline()
+                if line:
+                    del busy[w]
+                    done += 1
+                    record(json.loads(line))
+                    if done % 1000 == 0:
+                        print(f"{done} cases, {len(failures)} failures, {time.time() - started:.0f} s", file=sys.stderr)
+                    continue
+                kind = "crash"
+            elif time.time() - sent > args.seconds + 10:
+                kind = "hang"
+            else:
+                continue
+            proc.kill()
+            status = proc.wait()
+            counts["error"][kind] += 1
+            tail = [t for t in getattr(proc, "stderr_tail", []) if "warn" not in t.lower()][-3:]
+            failures.append({"case": i, "error": f"{kind} (worker exit {status})", "stderr": tail})
+            del busy[w]
+            done += 1
+            workers[w] = start_worker(args)
+    for proc in workers:
+        proc.stdin.close()
+        proc.wait()
     return {
-        "cases": done, "first": args.first, "seconds_per_case_limit": args.seconds, "memory_mib_limit": args.memory_mib,
-        "wall_seconds": round(time.time() - started, 1), "targets": dict(targets), "peak_rss_mib": round(peak_rss, 1),
-        "outcomes": {k: dict(v) for k, v in counts.items()},
+        "cases": done, "first": args.first, "workers": args.workers, "seconds_per_case_limit": args.seconds,
+        "memory_mib_limit": args.memory_mib, "wall_seconds": round(time.time() - started, 1), "targets": dict(targets),
+        "peak_rss_mib": round(peak_rss, 1), "outcomes": {k: dict(v) for k, v in counts.items()},
         "failures": failures[:50], "failure_count": len(failures), "slowest_cases": slowest,
     }  # fmt: skip
 
@@ -280,6 +311,7 @@ def main() -> None:
     p.add_argument("--synth-every", type=int, default=20)
     p.add_argument("--cli-every", type=int, default=10)
     p.add_argument("--budget-minutes", type=float, default=0, help="stop starting cases after this long (0: none)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each running one case at a time")
     p.add_argument("--memory", action="store_true", help="measure peak memory against piece length instead")
     p.add_argument("--out", default="out/fuzz")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -118,7 +118,7 @@ def _limit_help() -> str:
 
     from .midi import Limits
 
-    return "raise or lower one limit of the job's budget (repeatable): " + ", ".join(f"{f.name} (default {f.default:g})" for f in fields(Limits))
+    return "raise or lower one limit of each job's budget (repeatable): " + ", ".join(f"{f.name} (default {f.default:g})" for f in fields(Limits))
 
 
 LIMIT_HELP = _limit_help()
@@ -238,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_number(int, 1, 65535), default=8000, help="TCP port")
     p.add_argument("--max-upload-mb", type=POSITIVE, default=2.0, help="largest MIDI upload in MB")
     p.add_argument("--max-seconds", type=POSITIVE, default=600.0, help="longest rendered audio per request, in seconds")
-    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
     p.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=VALUE", help=LIMIT_HELP)
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
     p.set_defaults(func=cmd_serve)
 
     p = command("export", "slim a checkpoint for shipping (drops optimizer state); --name ships it as a named model")

@@ -328,6 +328,8 @@ class Synth:
         unless ``force``; the file appears whole or not at all (``fileio.replacing``).
         ``plot`` also writes a spectrogram PNG beside it. Other options as for ``render``.
         The result's level and peak are those of the file written."""
+        if not isinstance(path, (str, Path)) or not str(path) or "\0" in str(path):
+            raise OutputError(f"the output must be a file name (str or Path), got {path!r}")
         out_path = Path(path)
         fmt, subtype = subtype_for(out_path, bits)
         if out_path.exists() and not force:
@@ -378,6 +380,10 @@ class Synth:
         for option, value, positive in (("chunk_seconds", chunk_seconds, True), ("context_seconds", context_seconds, False)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (positive and value == 0):
                 raise OutputError(f"{option} must be a finite number {'above' if positive else 'of at least'} 0, got {value!r}")
+        for option, value, allowed, inside in (("max_seconds", max_seconds, "above 0", lambda v: v > 0), ("bpm", bpm, "in 1..1000", lambda v: 1 <= v <= 1000)):
+            number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if value is not None and not (number and inside(value)):
+                raise OutputError(f"{option} must be None or a finite number {allowed}, got {value!r}")
         t0 = time.perf_counter()
         limits = limits if limits is not None else Limits()
         if not isinstance(limits, Limits):

@@ -208,6 +208,11 @@ def test_unmatched_programs_are_a_warning_line_from_the_cli(models, tmp_path, ca
 
 
 def test_a_file_without_velocity_variation_gets_the_score_model(models, tmp_path, capsys):
+    # the score model plays by itself where its figures beat the default at velocity 64 (issue 19;
+    # tests/test_grand_voices.py tests the rule)
+    index = registry.read_index(models)
+    index["score"]["figures"] = {"mrstft": 1.0, "loudness_r": 0.9, registry.VELOCITY64: {"mrstft": 1.1, "loudness_r": 0.8}}
+    registry.write_index(index, models)
     flat = piano_midi(tmp_path / "flat.mid", velocities=(80, 80, 80))
     routed = pianosynth.load(threads=1).render_result(flat)
     score = pianosynth.load(models / "score.pt", threads=1).render_result(flat)

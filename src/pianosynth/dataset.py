@@ -365,8 +365,13 @@ def _quiet_worker() -> None:
     # may start workers from its handler thread; a full test run once hung on a pool whose worker
     # had been killed that way. A worker whose prepare is killed gets EOF on its task pipe and
     # exits; its FluidSynth dies with it (render.run_bounded).
-    # Pool.terminate sends SIGTERM: exit through Python so temporary folders are removed
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # Pool.terminate sends SIGTERM: exit through Python so temporary folders are removed (and a
+    # sfizz process ended, render.close_sfizz); a second SIGTERM must not break that clean-up
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 

@@ -377,6 +377,64 @@ def add_model(
     return _info(name, dst, entry, indexed=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# When a score-mode model plays by itself (issue 19)
+# ---------------------------------------------------------------------------------------------
+
+# A score-mode model's figures hold, under this key, the test figures of its instrument's default
+# model fed velocity 64 everywhere (``evaluate --flat-velocity 64``) on the same test split: what
+# playing a one-velocity file with the default would score. The score model is chosen by itself
+# only where it beats them on both MR-STFT and loudness r (``score_model_verdict``).
+VELOCITY64 = "default_at_velocity_64"
+
+
+def record_velocity64_baseline(name: str, results: str | Path, system: str | None = None, folder: str | Path | None = None) -> ModelInfo:
+    """Records on score-mode model ``name``'s index entry the figures of its instrument's default
+    model fed velocity 64, read from that evaluation's ``metrics.json`` (their weights must be the
+    default's).
+
+    Raises:
+        RegistryError: no such model, not a score-mode model, no figures of its own, no default
+            model of its program, or figures of other weights.
+    """
+    folder = Path(folder) if folder is not None else models_dir()
+    index = read_index(folder)
+    entry = index.get(name)
+    if entry is None:
+        raise RegistryError(f"no model {name!r} in {folder / INDEX_NAME}")
+    if entry.get("preset") != "score":
+        raise RegistryError(f"{name!r} is a {entry.get('preset')}-mode model; the velocity-64 baseline is for score-mode models")
+    if not entry.get("figures"):
+        raise RegistryError(f"{name!r} has no test figures of its own to compare; export it with --results first")
+    defaults = [(n, e) for n, e in index.items() if e.get("program") == entry["program"] and e.get("preset") == "performance"]
+    defaults.sort(key=lambda ne: ne[0] != DEFAULT_MODEL)
+    if not defaults:
+        raise RegistryError(f"no performance-mode model of program {entry['program']} to be {name!r}'s baseline")
+    default_name, default = defaults[0]
+    figures = figures_from_metrics(results, system=system, weights=default.get("weights"))
+    figures["source"]["model"] = default_name
+    entry["figures"][VELOCITY64] = figures
+    write_index(index, folder)
+    return _info(name, folder / entry["file"], entry, indexed=True)
+
+
+def score_model_verdict(info: ModelInfo) -> tuple[bool, str]:
+    """Whether a score-mode model plays one-velocity files by itself: only where its recorded test
+    figures beat its instrument's default fed velocity 64 on both MR-STFT (lower) and loudness r
+    (higher). -> (verdict, the figures compared, as text)"""
+    figures = info.figures or {}
+    base = figures.get(VELOCITY64) or {}
+    keys = ("mrstft", "loudness_r")
+    if any(figures.get(k) is None or base.get(k) is None for k in keys):
+        return False, "no recorded test figures against its default at velocity 64"
+    beats = figures["mrstft"] < base["mrstft"] and figures["loudness_r"] > base["loudness_r"]
+    detail = (
+        f"test MR-STFT {figures['mrstft']:.3f} against {base['mrstft']:.3f}, "
+        f"loudness r {figures['loudness_r']:.3f} against {base['loudness_r']:.3f}"
+    )
+    return beats, detail
+
+
 def listing(models: dict[str, ModelInfo]) -> str:
     """The table ``pianosynth models`` prints."""
     head = ("name", "instrument", "program", "rate", "preset", "size", "MR-STFT", "loudness r", "note F1", "evaluated on")

@@ -141,19 +141,44 @@ def forward(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
     return model(inputs[0])
 
 
+def channels_as_batch(pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, channels, samples) -> (batch * channels, samples), so that every loss and distance
+    scores each channel of a stereo model on its own; mono (batch, samples) passes through."""
+    return pred.reshape(-1, pred.shape[-1]), y.reshape(-1, y.shape[-1])
+
+
+def _train_pieces(cache: Cache):
+    """(audio (channels, samples) or (samples,) float in [-1, 1], note table) of every train piece."""
+    for p in cache.split("train"):
+        audio = cache.load(p)[1]
+        audio = audio.T if audio.ndim == 2 else audio  # a stereo cache stores (samples, 2)
+        yield audio.astype(np.float32) / 32767.0, cache.load_notes(p)
+
+
 def partials_from_cache(cache: Cache, partials: int = 64) -> tuple:
     """``decoders.voices.estimate_partials`` over the train split's audio and note tables."""
     from .decoders.voices import estimate_partials
 
-    pieces = ((cache.load(p)[1].astype(np.float32) / 32767.0, cache.load_notes(p)) for p in cache.split("train"))
-    return estimate_partials(pieces, cache.features.sample_rate, partials)
+    return estimate_partials(_train_pieces(cache), cache.features.sample_rate, partials)
 
 
 def init_from_data(model: PianoSynth, cache: Cache) -> str:
-    """Starts a voices decoder's tuning, inharmonicity and onset phases from the train split's
-    audio (decoders.voices.estimate_partials); returns a line saying what it found."""
-    f0, b, phase, used = partials_from_cache(cache, model.decoder.partials)
-    model.decoder.init_from_data(f0, b, phase)
+    """Starts a voices decoder's tuning, inharmonicity and onset phases (and the grand's levels
+    per channel and partial counts) from the train split's audio (decoders.voices.estimate_partials,
+    decoders.grand.estimate_voices); returns a line saying what it found."""
+    from .decoders.grand import GrandDecoder, estimate_voices
+
+    dec = model.decoder
+    if isinstance(dec, GrandDecoder):
+        est = estimate_voices(_train_pieces(cache), cache.features.sample_rate, dec.partials)
+        dec.init_from_data(est)
+        counts = dec.partial_count.tolist()
+        return (
+            f"partials from the train audio: {int((est.used >= 3).sum())} of 88 keys had 3 or more clean notes; "
+            f"partials above the floor per zone, low to high: {counts}"
+        )
+    f0, b, phase, used = partials_from_cache(cache, dec.partials)
+    dec.init_from_data(f0, b, phase)
     return f"partials from the train audio: {int((used >= 3).sum())} of 88 keys had 3 or more clean notes"
 
 
@@ -217,7 +242,7 @@ def validate(
     for first in range(0, len(data), batch):
         items = [data[i] for i in range(first, min(len(data), first + batch))]
         *inputs, y = (t.to(device) for t in collate(items))
-        pred = forward(model, inputs)
+        pred, y = channels_as_batch(forward(model, inputs), y)
         losses.append(float(criterion(pred, y)) * len(items))
         dists += mrstft(pred, y).tolist()
         lsds += log_spectral_distance(pred, y).tolist()
@@ -398,7 +423,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             lr = learning_rate(tc, step, _max_over_ranks(elapsed(), world))  # one clock for every rank
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = criterion(forward(ddp_model, inputs), y)
+            loss = criterion(*channels_as_batch(forward(ddp_model, inputs), y))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {float(loss.detach())} at step {step + 1}; stopped. The last good checkpoint is "

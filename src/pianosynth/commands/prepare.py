@@ -113,6 +113,8 @@ def _print_summary(cache) -> None:
         + (
             f"  reference: recordings, aligned and levelled to {cache.manifest.get('recordings', {}).get('loudness_lufs')} LUFS"
             if cache.render.source == "recorded"
+            else f"  render: the Salamander grand (sfizz, quality {cache.render.sfizz_quality}), {cache.channels} channel(s)"
+            if cache.render.source == "sfizz"
             else f"  render: {Path(cache.render.soundfont).name} program {cache.render.program}"
         )
     )

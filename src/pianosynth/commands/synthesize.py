@@ -23,8 +23,8 @@ def _level(args: argparse.Namespace) -> dict:
 def _describe(result) -> str:
     import math
 
-    out_lufs = result.loudness_lufs + result.gain_db + 10 * math.log10(result.channels)  # BS.1770 sums the channels
-    level = f"{out_lufs:.1f} LUFS" if math.isfinite(out_lufs) else "silent"
+    out_lufs = result.loudness_lufs  # measured on the file written
+    level = f"{out_lufs:.1f} LUFS, peak {result.peak:.3f}" if math.isfinite(out_lufs) else "silent"
     return (
         f"{result.seconds:.1f} s at {result.sample_rate} Hz, {result.channels} channel(s), {level} "
         f"(gain {result.gain_db:+.1f} dB), in {result.compute_seconds:.1f} s ({result.realtime_factor:.0f}x real time)"
@@ -188,5 +188,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(result.plot)
     else:
         print("no spectrogram: matplotlib is not installed (pip install 'pianosynth[plot]')", file=sys.stderr)
-    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, peak {result.peak:.3f}", file=sys.stderr)
+    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, {result.loudness_lufs:.1f} LUFS, peak {result.peak:.3f} (of the file)", file=sys.stderr)
     return 0

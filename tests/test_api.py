@@ -70,7 +70,7 @@ def test_bad_input_is_a_midi_error_naming_the_input(synth, tmp_path):
         synth.render(b"not midi at all")
     with pytest.raises(MidiError, match="no such file"):
         synth.render(tmp_path / "missing.mid")
-    with pytest.raises(TypeError, match="midi must be"):
+    with pytest.raises(MidiError, match="midi must be"):
         synth.render(12)
 
 

@@ -301,18 +301,18 @@ def test_fluidsynth_dies_with_its_parent_and_the_next_run_removes_the_temp_folde
 
 
 def test_temporary_files_of_a_killed_synthesis_or_save_are_removed_by_the_next_run(tmp_path, simple_midi):
-    from pianosynth.fileio import remove_stale_temps
+    from pianosynth.fileio import TEMP_MARKER, remove_stale_temps
     from pianosynth.synthesize import synthesize_file
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a process id that no longer runs
-    raw = tmp_path / f".o.wav.raw{dead.pid}.wav"
+    raw = tmp_path / f".o.wav.{dead.pid}.{TEMP_MARKER}k2j4h5l6.wav"
     raw.write_bytes(b"RIFF" + bytes(1000))
-    mine = tmp_path / f".p.wav.raw{os.getpid()}.wav"  # a running process's: kept
+    mine = tmp_path / f".p.wav.{os.getpid()}.{TEMP_MARKER}a8s7d6f5.wav"  # a running process's: kept
     mine.write_bytes(b"x")
     synthesize_file(simple_midi, tmp_path / "o.wav", model_path=tiny_checkpoint(tmp_path / "m.pt"))
     assert not raw.exists() and mine.exists()
-    ckpt_tmp = tmp_path / f".last.pt.tmp{dead.pid}"
+    ckpt_tmp = tmp_path / f".last.pt.{dead.pid}.{TEMP_MARKER}q1w2e3r4"
     ckpt_tmp.write_bytes(b"partial")
     assert remove_stale_temps(tmp_path) == [ckpt_tmp]
 

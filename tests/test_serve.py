@@ -21,6 +21,7 @@ from pianosynth.examples import generate_piece  # noqa: E402
 from pianosynth.midi import write_midi  # noqa: E402
 from pianosynth.serve import create_app  # noqa: E402
 
+BASE_URL = "http://127.0.0.1:8000"  # create_app's default address: requests for another Host are refused
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -33,7 +34,7 @@ def midi(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(create_app(max_upload_bytes=20_000, max_seconds=30.0, threads=1)) as c:
+    with TestClient(create_app(max_upload_bytes=20_000, max_seconds=30.0, threads=1), base_url=BASE_URL) as c:
         yield c
 
 
@@ -42,6 +43,7 @@ def test_render_an_upload_and_an_example(client, midi):
     r = client.post("/api/render", data={"model": "default"}, files={"midi": ("tune.mid", midi.read_bytes(), "audio/midi")})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "audio/wav" and 'filename="tune.wav"' in r.headers["content-disposition"]
+    assert "filename*=UTF-8''tune.wav" in r.headers["content-disposition"]
     audio, sr = sf.read(io.BytesIO(r.content))
     assert sr == 16000 and len(audio) > sr and np.abs(audio).max() > 0.01
     r = client.post("/api/render", data={"example": "0"})
@@ -62,19 +64,21 @@ def test_limits_and_bad_requests_are_one_line_json(client, midi):
 
 
 def test_one_render_at_a_time(midi):
-    import asyncio
+    from pianosynth.serve import Busy
 
     app = create_app(threads=1)
-    # the lock is the app's own; hold it as a running render would, from the server's loop
-    with TestClient(app) as c:
-        route = next(r for r in app.routes if r.path == "/api/render")
-        busy = next(cell.cell_contents for cell in route.endpoint.__closure__ if isinstance(cell.cell_contents, asyncio.Lock))
-        c.portal.call(busy.acquire)
+    with TestClient(app, base_url=BASE_URL) as c:
+        jobs = app.state.jobs
+        release = threading.Event()
+        holder = jobs.start(lambda job: release.wait(30) and b"", "holder")  # a render that runs until released
         try:
             r = c.post("/api/render", data={"example": "0"})
             assert r.status_code == 429 and "one render at a time" in r.json()["error"]
+            with pytest.raises(Busy):
+                jobs.start(lambda job: b"", "another")
         finally:
-            c.portal.call(busy.release)
+            release.set()
+        assert holder.wait(10) and holder.state == "done"
         assert c.post("/api/render", data={"example": "0"}).status_code == 200
 
 
@@ -90,7 +94,7 @@ def test_the_page_in_a_real_browser(midi, tmp_path):
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(threads=1), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(threads=1, port=port), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

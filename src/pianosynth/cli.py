@@ -113,6 +113,17 @@ def check_numbers(args: argparse.Namespace) -> None:
             raise UserError(f"{option} must be {'an integer' if kind is int else 'a finite number'} {allowed}, got {value}")
 
 
+def _limit_help() -> str:
+    from dataclasses import fields
+
+    from .midi import Limits
+
+    return "raise or lower one limit of the job's budget (repeatable): " + ", ".join(f"{f.name} (default {f.default:g})" for f in fields(Limits))
+
+
+LIMIT_HELP = _limit_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .audio import BITS, DEFAULT_LOUDNESS_LUFS, FORMATS, MIN_LOUDNESS_LUFS, PEAK_CEILING_DBFS, SAMPLE_RATE_RANGE
 
@@ -179,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=[f.lstrip(".") for f in FORMATS], default="wav", help="output format when outputs are named after their inputs")
     p.add_argument("--bits", choices=BITS, default=None, help="sample format: 16- or 24-bit PCM, or 32-bit float (WAV only) (default: 16 for WAV and FLAC; Ogg Vorbis has none)")
     p.add_argument("--sample-rate", type=_number(int, lo, hi), default=None, help=f"output rate in Hz, {lo} to {hi}, resampled with soxr; the content still stops at the model's Nyquist frequency (default: the model's rate)")
-    p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="1 (mono) or 2 (the same signal in both)")
+    p.add_argument("--channels", type=int, choices=[1, 2], default=None, help="1 (mono) or 2 (stereo; a mono model's signal in both) (default: the model's own)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("--loudness", type=_number(float, MIN_LOUDNESS_LUFS, 0, low_open=True), default=DEFAULT_LOUDNESS_LUFS, metavar="LUFS",
                        help=f"integrated loudness target (ITU-R BS.1770), under a {PEAK_CEILING_DBFS:g} dBFS sample-peak ceiling")  # fmt: skip
@@ -195,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-seconds", type=NON_NEGATIVE, default=2.0, help="context on each side of a chunk")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads, each synthesizing its share of the chunks (default: torch's count)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="refuse pieces longer than this")
+    p.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=VALUE", help=LIMIT_HELP)
     p.add_argument("--bpm", type=_number(float, 1, 1000), default=None, help="a score's tempo in quarter notes per minute, for the whole piece (default: the score's tempo marks and words; MIDI files keep their own tempo)")
     p.set_defaults(func=cmd_synthesize)
 
@@ -227,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=POSITIVE, default=2.0, help="largest MIDI upload in MB")
     p.add_argument("--max-seconds", type=POSITIVE, default=600.0, help="longest rendered audio per request, in seconds")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads per render (default: torch's count)")
+    p.add_argument("--limit", dest="limits", action="append", default=[], metavar="NAME=VALUE", help=LIMIT_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = command("export", "slim a checkpoint for shipping (drops optimizer state); --name ships it as a named model")

@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import Config, FeatureConfig, RenderConfig, config_from_dict, stable_hash
-from .fileio import atomic_write
+from .fileio import atomic_write, remove_stale_temps
 from .features import NOTE_COLUMNS, check_alignment, compute_features, compute_notes, dequantize, n_frames_for, quantize
 from .midi import MAX_SECONDS, MidiError, read_midi
 
@@ -447,8 +447,7 @@ def prepare(
     cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg)}"
     pieces_dir = cache_dir / "pieces"
     pieces_dir.mkdir(parents=True, exist_ok=True)
-    for stale in pieces_dir.glob(".*.tmp*"):  # left behind by a killed run
-        stale.unlink()
+    remove_stale_temps(pieces_dir)  # left behind by a killed run (fileio)
     records: dict[str, dict] = {}
     todo = []
     for src in sources:

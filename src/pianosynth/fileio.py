@@ -1,30 +1,63 @@
-"""Writing files so that a kill, Ctrl-C or a full disk never leaves a half-written one in place."""
+"""Writing files so that a kill, Ctrl-C or a full disk never leaves a half-written one in place,
+and nothing that is not ours is ever deleted or followed (issue 20).
+
+A temporary file is made by ``tempfile.mkstemp`` in the target's folder: an unpredictable name,
+created with ``O_CREAT | O_EXCL``, so a file or a symlink planted under that name in advance makes
+the creation fail instead of being written through. Its name carries the writing process's id and
+the marker ``TEMP_MARKER`` (``.NAME.<pid>.pianosynth-tmp-<random><suffix>``): a user's file does
+not carry it by accident, so ``remove_stale_temps`` removes only such files, only when that
+process has gone, and never a symlink. ``.thesis.tmp1999.docx`` beside ``song.mid`` is not ours.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+TEMP_MARKER = "pianosynth-tmp-"
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\." + re.escape(TEMP_MARKER) + r"[A-Za-z0-9_]{6,}")
+
+
+def temp_path(path: str | Path, suffix: str = "") -> Path:
+    """Creates an empty, hidden temporary file beside ``path`` (mode 0600, ``O_EXCL``) and
+    returns its name. ``suffix`` ends the name, for writers that infer the format from it."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.{TEMP_MARKER}", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """``with replacing(path) as tmp:`` write ``tmp``; on a clean exit it is renamed to ``path``
+    (which is then either the old file or the whole new one); on an error it is removed."""
+    path = Path(path)
+    tmp = temp_path(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.is_symlink() or tmp.exists():  # ours: made by temp_path above
+                tmp.unlink()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:
-    """Calls ``write(tmp_path)`` on a hidden temporary name beside ``path``, then renames it into
-    place: ``path`` is either the old file or the whole new one. ``suffix`` is appended to the
-    temporary name for writers that infer the format from it. The temporary file is removed if
-    ``write`` fails. Temporary names match ``.*.tmp*`` (prepare cleans those up on resume).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-    try:
+    """Calls ``write(tmp_path)`` on a fresh temporary name beside ``path`` (``temp_path``), then
+    renames it into place: ``path`` is either the old file or the whole new one. The temporary
+    file is removed if ``write`` fails."""
+    with replacing(path, suffix) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
-_TEMP_NAME = re.compile(r"^\..+\.(?:tmp|raw)(\d+)")
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of our temporary names (``temp_path``)."""
+    return _TEMP_NAME.match(name) is not None
 
 
 def pid_alive(pid: int) -> bool:
@@ -35,23 +68,28 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError):
+        return False
     return True
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Removes the hidden temporary files (``.NAME.tmp<pid>*``, ``.NAME.raw<pid>*``) that a killed
-    process left in ``folder``; files of a process still running are kept. Returns what it removed.
-    """
+    """Removes the temporary files (``temp_path``) that a killed process left in ``folder``: only
+    regular files (never a symlink) whose name carries ``TEMP_MARKER`` and the id of a process
+    that no longer runs. Returns what it removed."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():
         m = _TEMP_NAME.match(path.name)
-        if m and path.is_file() and not pid_alive(int(m.group(1))):
-            try:
-                path.unlink()
-                removed.append(path)
-            except OSError:
-                pass  # not ours to remove (permissions); it does no harm
+        if m is None:
+            continue
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode) or pid_alive(int(m.group(1))):
+                continue
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove (permissions): it does no harm
     return removed

@@ -7,6 +7,8 @@ window, magnitudes of ``torch.stft`` on audio in [-1, 1], and natural logs of ``
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -100,6 +102,72 @@ class MultiResolutionSTFTDistance(nn.Module):
             lm = torch.mean(torch.abs(torch.log(t + eps) - torch.log(p + eps)), dim=dims)
             total = total + sc + lm
         return total / len(self.stfts)
+
+
+def fft_sizes_for(sample_rate: int, base: tuple[int, ...] = (512, 1024, 2048)) -> tuple[int, ...]:
+    """FFT sizes for a sample rate: ``base`` at 16 kHz, doubled for each whole doubling of the rate
+    above it (22.05 and 24 kHz keep 512, 1024, 2048; 44.1 and 48 kHz take 1024, 2048, 4096), so
+    that each size spans about the same time at any rate (issue 18)."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    scale = 2 ** max(0, math.floor(math.log2(sample_rate / 16000) + 1e-9))
+    return tuple(n * scale for n in base)
+
+
+def per_channel_distance(distance: MultiResolutionSTFTDistance, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A per-example distance taken on each channel on its own, then averaged over channels.
+
+    pred, target: (batch, channels, samples) -> (batch,)
+    """
+    if pred.shape != target.shape or pred.dim() != 3:
+        raise ValueError(f"expected two (batch, channels, samples) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if not distance.per_example:
+        raise ValueError("per_channel_distance needs a distance built with per_example=True")
+    b, c, n = pred.shape
+    return distance(pred.reshape(b * c, n), target.reshape(b * c, n)).reshape(b, c).mean(dim=1)
+
+
+def interchannel_level_error(
+    pred: torch.Tensor, target: torch.Tensor, n_fft: int = 2048, range_db: float = 60.0, floor_db: float = -80.0
+) -> torch.Tensor:
+    """Mean inter-channel level difference error in dB (issue 18).
+
+    For each STFT bin (periodic Hann window of ``n_fft``, hop n_fft/4) the level difference is
+    ``ILD = 20 log10(max(|L|, eps) / max(|R|, eps))``, with eps the floor of the floored MR-STFT
+    (``floor_db`` below a full-scale sinusoid's peak bin, ``1e-4 * n_fft / 4`` at -80 dB): a
+    channel below the floor counts as at the floor, so that a silent channel costs a bounded
+    error, while levels above it count exactly (an added eps, as in the MR-STFT's log term,
+    would shrink the level differences of every bin a few dB above the floor). The error is the
+    mean of ``|ILD_pred - ILD_target|`` over the bins where the target's louder channel is within
+    ``range_db`` of its frame's peak bin (over both channels) and above that floor: the bins one
+    hears. A mono signal (ILD 0 everywhere) scores the mean |ILD| of the target; against two
+    independent noises of equal level that is ``10 log10(e) * 2 ln 2 =
+    20 log10 2 = 6.02 dB`` (each bin's power is exponential, the log of a ratio of two independent
+    unit exponentials is logistic, and its mean absolute value is 2 ln 2). NaN where no bin
+    qualifies (a silent target).
+
+    pred, target: (batch, 2, samples) -> (batch,)
+    """
+    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[1] != 2:
+        raise ValueError(f"expected two (batch, 2, samples) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    window = torch.hann_window(n_fft, periodic=True, device=pred.device, dtype=pred.dtype)
+    eps = 10 ** (floor_db / 20) * full_scale_peak(window)
+    b, _, n = pred.shape
+
+    def mag(y: torch.Tensor) -> torch.Tensor:
+        s = torch.stft(y.reshape(b * 2, n), n_fft, n_fft // 4, window=window, center=True, pad_mode="constant", return_complex=True)
+        return s.abs().reshape(b, 2, *s.shape[1:])  # (batch, 2, bins, frames)
+
+    p, t = mag(pred), mag(target)
+    p, t = p.clamp_min(eps), t.clamp_min(eps)
+    ild_p = 20 * torch.log10(p[:, 0] / p[:, 1])  # (batch, bins, frames)
+    ild_t = 20 * torch.log10(t[:, 0] / t[:, 1])
+    level = t.amax(dim=1)  # the target's louder channel, (batch, bins, frames)
+    peak = level.amax(dim=1, keepdim=True)  # each frame's peak bin, (batch, 1, frames)
+    heard = (level >= peak * 10 ** (-range_db / 20)) & (level > eps)
+    count = heard.sum(dim=(1, 2))
+    total = torch.where(heard, (ild_p - ild_t).abs(), torch.zeros_like(ild_p)).sum(dim=(1, 2))
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
 
 
 def log_spectral_distance(pred: torch.Tensor, target: torch.Tensor, n_fft: int = 2048) -> torch.Tensor:

@@ -10,7 +10,7 @@ re-struck key goes up, and no note-on is lost.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,54 @@ MAX_ONSETS_PER_SECOND = 1000  # notes starting within any one second; ten finger
 
 class MidiError(ValueError):
     """A MIDI file that cannot be used: unreadable, empty or without pitched notes."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The budget of one job beyond its length (``max_seconds``), each checked before the work it
+    bounds is allocated (issue 20). Past one: a one-line ``MidiError`` naming it and the option
+    that raises it, ``--limit NAME=VALUE`` (``Limits.parse``), or ``limits=Limits(...)`` in the API.
+    The defaults keep a job of any input under ~1.5 GB (docs/reliability.md)."""
+
+    notes: int = 200_000  # notes in the piece; a 30-minute sonata has ~20,000
+    polyphony: int = 1024  # notes sounding at once (key down to key up): 88 keys on 11 channels
+    onsets_per_second: int = MAX_ONSETS_PER_SECOND  # notes starting within any one second
+    input_mib: float = 64.0  # a MIDI or score file as given (the page has its own upload limit)
+    score_mib: float = 64.0  # a score's XML once unpacked (.mxl is a zip: a bomb stops here)
+    xml_elements: int = 2_000_000  # elements in a MusicXML or MEI score (~35 bytes each)
+    kern_spines: int = 64  # spines of a Humdrum **kern score on one line (a piano score has 2-6)
+    chunk_mib: float = 768.0  # memory the synthesis may need for one chunk (synthesize.chunk_bytes); each thread renders one
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise MidiError(f"limit {f.name} must be a finite number above 0, got {value!r}")
+
+    @classmethod
+    def parse(cls, items: list[str] | None) -> "Limits":
+        """``["notes=500000", "chunk_mib=2048"]`` (the CLI's ``--limit``) -> Limits."""
+        names = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for item in items or []:
+            key, sep, text = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in names:
+                raise MidiError(f"--limit {item!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
+            try:
+                values[key] = int(text) if names[key] == "int" else float(text)
+            except ValueError:
+                raise MidiError(f"--limit {item!r}: {text!r} is not a number") from None
+        return replace(cls(), **values)
+
+    def check(self, name: str, what: str, value: float, limit: str, unit: str = "") -> None:
+        """Raises MidiError if ``value`` is over the limit called ``limit``."""
+        bound = getattr(self, limit)
+        if value > bound:
+            raise MidiError(
+                f"{name}: {what} {value:,.0f}{unit}, over the limit of {bound:,g}{unit} "
+                f"(raise it with --limit {limit}=N)"
+            )
 
 
 @dataclass
@@ -74,7 +122,7 @@ class Performance:
         return sorted({n.program for n in self.notes})
 
 
-def read_midi(path: str | Path, max_seconds: float | None = MAX_SECONDS) -> Performance:
+def read_midi(path: str | Path, max_seconds: float | None = MAX_SECONDS, limits: Limits | None = None) -> Performance:
     """Reads a type-0 or type-1 Standard MIDI File into piano notes and pedal curves.
 
     All non-drum tracks and channels are merged; each note keeps its General MIDI program
@@ -87,27 +135,114 @@ def read_midi(path: str | Path, max_seconds: float | None = MAX_SECONDS) -> Perf
     """
     import pretty_midi  # imported here: it is slow to import and not every command needs it
 
+    limits = limits or Limits()
     path = Path(path)
-    if not path.is_file():
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except (OSError, ValueError):  # a name with a NUL byte, or too long
+        size = None
+    if size is None:
         raise MidiError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if size == 0:
         raise MidiError(f"{path}: empty file")
+    limits.check(str(path), "a file of", size / 2**20, "input_mib", " MiB")
+    check_note_count(path, limits)
     try:
         pm = pretty_midi.PrettyMIDI(str(path))
     except Exception as e:  # pretty_midi/mido raise many types for malformed bytes
-        raise MidiError(f"{path}: not a readable MIDI file ({type(e).__name__}: {e})") from e
-    perf = performance_from_pretty_midi(pm, name=str(path))
-    check_limits(perf, max_seconds, name=str(path))
+        raise MidiError(f"{path}: not a readable MIDI file ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+    perf = performance_from_pretty_midi(pm, name=str(path), limits=limits)
+    check_limits(perf, max_seconds, name=str(path), limits=limits)
     return perf
 
 
-def check_limits(perf: Performance, max_seconds: float | None = MAX_SECONDS, name: str = "<midi>") -> None:
-    """Refuses a performance longer than ``max_seconds`` (None: no length limit) or with more than
-    MAX_ONSETS_PER_SECOND notes starting within one second, before anything is allocated for it.
+EVENTS_PER_NOTE = 8  # MIDI events allowed per note of ``Limits.notes`` (a note is two; pedals add some)
+
+
+def check_note_count(path: Path, limits: Limits) -> None:
+    """Refuses a Standard MIDI File with more note-ons than ``limits.notes``, or more events than
+    EVENTS_PER_NOTE per note of it, before it is parsed: pretty_midi and mido keep several objects
+    per event (1.7 MB of notes took 30 s and 240 MB to parse). The walk counts what mido would
+    read; a file it cannot walk is left to the parser to refuse."""
+    ons, events = count_midi_events(path.read_bytes(), stop_after=limits.notes * EVENTS_PER_NOTE)
+    limits.check(str(path), "note-ons:", ons, "notes")
+    if events > limits.notes * EVENTS_PER_NOTE:
+        raise MidiError(
+            f"{path}: more than {limits.notes * EVENTS_PER_NOTE:,} MIDI events "
+            f"({EVENTS_PER_NOTE} per note of --limit notes; raise it with --limit notes=N)"
+        )
+
+
+def count_midi_events(data: bytes, stop_after: int | None = None) -> tuple[int, int]:
+    """(note-ons with a velocity above 0, all events) of a Standard MIDI File's bytes, walking
+    its track chunks; the walk stops at the first thing it cannot read, or once it has counted
+    more than ``stop_after`` events."""
+    ons = events = 0
+    pos, end = 0, len(data)
+
+    def vlq(p: int) -> tuple[int, int]:
+        value = 0
+        for _ in range(4):
+            if p >= end:
+                raise IndexError
+            b = data[p]
+            p += 1
+            value = (value << 7) | (b & 0x7F)
+            if b < 0x80:
+                return value, p
+        return value, p
+
+    try:
+        while pos + 8 <= end:
+            kind, length = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "big")
+            pos += 8
+            if kind != b"MTrk":
+                pos += length
+                continue
+            p, stop, running = pos, min(end, pos + length), 0
+            while p < stop:
+                _, p = vlq(p)
+                status = data[p]
+                if status & 0x80:
+                    p += 1
+                    if status < 0xF0:
+                        running = status
+                else:
+                    status = running
+                    if not status:
+                        raise IndexError
+                events += 1
+                if stop_after is not None and events > stop_after:
+                    return ons, events
+                if status == 0xFF:
+                    p += 1
+                    n, p = vlq(p)
+                    p += n
+                elif status in (0xF0, 0xF7):
+                    n, p = vlq(p)
+                    p += n
+                else:
+                    hi = status & 0xF0
+                    if hi == 0x90 and p + 1 < end and data[p + 1] > 0:
+                        ons += 1
+                    p += 1 if hi in (0xC0, 0xD0) else 2
+            pos += length
+    except IndexError:
+        pass
+    return ons, events
+
+
+def check_limits(
+    perf: Performance, max_seconds: float | None = MAX_SECONDS, name: str = "<midi>", limits: Limits | None = None
+) -> None:
+    """Refuses a performance longer than ``max_seconds`` (None: no length limit), or over
+    ``limits`` (default ``Limits()``) in notes, notes sounding at once or notes starting within
+    one second, before anything is allocated for it.
 
     Raises:
         MidiError: one line naming the limit and the option that sets it.
     """
+    limits = limits or Limits()
     if not math.isfinite(perf.end_s):
         raise MidiError(f"{name}: events at a non-finite time (a broken tempo map)")
     if max_seconds is not None and perf.end_s > max_seconds:
@@ -115,40 +250,84 @@ def check_limits(perf: Performance, max_seconds: float | None = MAX_SECONDS, nam
             f"{name}: lasts {perf.end_s:.0f} s, over the limit of {max_seconds:g} s "
             "(raise it with --max-seconds if the piece really is that long)"
         )
+    limits.check(name, "notes:", len(perf.notes), "notes")
     onsets = np.sort(np.array([n.start_s for n in perf.notes], dtype=np.float64))
     within = np.searchsorted(onsets, onsets + 1.0, side="left") - np.arange(len(onsets))  # (notes,)
-    if len(onsets) and within.max() > MAX_ONSETS_PER_SECOND:
+    if len(onsets) and within.max() > limits.onsets_per_second:
         i = int(within.argmax())
         raise MidiError(
             f"{name}: {int(within[i])} notes start within one second at {onsets[i]:.1f} s, over the "
-            f"limit of {MAX_ONSETS_PER_SECOND} (not a piano performance)"
+            f"limit of {limits.onsets_per_second} (not a piano performance; raise it with --limit onsets_per_second=N)"
         )
+    ends = np.sort(np.array([n.end_s for n in perf.notes], dtype=np.float64))
+    sounding = np.searchsorted(onsets, onsets, side="right") - np.searchsorted(ends, onsets, side="right")  # (notes,)
+    if len(onsets) and sounding.max() > limits.polyphony:
+        i = int(sounding.argmax())
+        limits.check(name, f"notes sounding at once at {onsets[i]:.1f} s:", int(sounding[i]), "polyphony")
 
 
-def performance_from_pretty_midi(pm, name: str = "<midi>") -> Performance:
-    """Converts a parsed ``pretty_midi.PrettyMIDI`` into a Performance (see read_midi)."""
+def performance_from_pretty_midi(pm, name: str = "<midi>", limits: Limits | None = None) -> Performance:
+    """Converts a parsed ``pretty_midi.PrettyMIDI`` into a Performance (see read_midi). An object
+    built in Python is checked as a file is: times finite and not negative, pitches, velocities,
+    programs and controller values in 0..127, at most ``limits.notes`` notes.
+
+    Raises:
+        MidiError: one line for anything else, of any type or value.
+    """
+    try:
+        return _performance_from_pretty_midi(pm, name, limits or Limits())
+    except MidiError:
+        raise
+    except (TypeError, ValueError, AttributeError, OverflowError, IndexError, KeyError) as e:
+        raise MidiError(f"{name}: not a usable pretty_midi.PrettyMIDI ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+
+
+def _midi_int(value, what: str, name: str, low: int = 0, high: int = 127) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)) or not math.isfinite(value) or value != int(value) or not low <= value <= high:
+        raise MidiError(f"{name}: {what} must be an integer in {low}..{high}, got {value!r}")
+    return int(value)
+
+
+def _seconds(value, what: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise MidiError(f"{name}: {what} must be a number of seconds, got {value!r}")
+    t = float(value)
+    if not math.isfinite(t) or t < 0:
+        raise MidiError(f"{name}: {what} must be finite and not negative, got {t!r}")
+    return t
+
+
+def _performance_from_pretty_midi(pm, name: str, limits: Limits) -> Performance:
+    instruments = list(pm.instruments)
+    limits.check(name, "notes:", sum(len(inst.notes) for inst in instruments), "notes")
     notes: list[Note] = []
     drum_notes = 0
     out_of_range = 0
     cc_events: dict[str, list[tuple[float, float]]] = {k: [] for k in PEDAL_CONTROLLERS}
     cc_by_program: dict[int, dict[str, list[tuple[float, float]]]] = {}
-    for inst in pm.instruments:
+    for inst in instruments:
         if inst.is_drum:
             drum_notes += len(inst.notes)
             continue
+        program = _midi_int(inst.program, "a program", name)
         for n in inst.notes:
-            if n.end <= n.start:
+            start, end = _seconds(n.start, "a note's start", name), _seconds(n.end, "a note's end", name)
+            pitch, velocity = _midi_int(n.pitch, "a note's pitch", name), _midi_int(n.velocity, "a note's velocity", name)
+            if end <= start or velocity == 0:
                 continue
-            if not LOWEST_KEY <= n.pitch <= HIGHEST_KEY:
+            if not LOWEST_KEY <= pitch <= HIGHEST_KEY:
                 out_of_range += 1
                 continue
-            notes.append(Note(int(n.pitch), float(n.start), float(n.end), int(n.velocity), int(inst.program)))
-        own = cc_by_program.setdefault(int(inst.program), {k: [] for k in PEDAL_CONTROLLERS})
+            notes.append(Note(pitch, start, end, velocity, program))
+        own = cc_by_program.setdefault(program, {k: [] for k in PEDAL_CONTROLLERS})
         for cc in inst.control_changes:
-            for pedal, number in PEDAL_CONTROLLERS.items():
-                if cc.number == number:
-                    cc_events[pedal].append((float(cc.time), cc.value / 127.0))
-                    own[pedal].append((float(cc.time), cc.value / 127.0))
+            number = _midi_int(cc.number, "a controller number", name)
+            for pedal, pedal_number in PEDAL_CONTROLLERS.items():
+                if number == pedal_number:
+                    value = _midi_int(cc.value, "a controller value", name) / 127.0
+                    t = _seconds(cc.time, "a controller's time", name)
+                    cc_events[pedal].append((t, value))
+                    own[pedal].append((t, value))
     warnings = []
     if drum_notes:
         warnings.append(f"{name}: skipped {drum_notes} note(s) on the drum channel")

@@ -53,6 +53,9 @@ FINE_RANGE_S = 0.03  # the second search looks this far either side of the first
 FINE_SECONDS = 120.0  # the second search reads the MIDI's first two minutes (the offset is constant)
 
 
+MAX_DECODE_SHORTFALL_S = 0.1  # decoded audio this much shorter than its header claims: truncated or damaged
+
+
 class RecordingError(ValueError):
     """A recording that cannot be paired with its MIDI: unreadable, misaligned or of another length."""
 
@@ -128,10 +131,17 @@ def read_recording(path: Path, sample_rate: int, name: str | None = None) -> Dec
         if isinstance(e, RecordingError):
             raise
         raise RecordingError(f"{name}: the audio cannot be read ({str(e).strip() or type(e).__name__})") from e
+    # The length is what decodes, not what the header claims: a cut .mp3 keeps its full length in
+    # its header, and the resampler pads its output to the length it was told (issue 20).
+    if (frames - done) / rate > MAX_DECODE_SHORTFALL_S:
+        raise RecordingError(
+            f"{name}: truncated or damaged: the header claims {frames / rate:.1f} s but only {done / rate:.1f} s decode"
+        )
     audio = np.concatenate(out) if out else np.zeros(0, np.float32)
+    audio = audio[: round(done * sample_rate / rate)]
     if not np.all(np.isfinite(audio)):
         raise RecordingError(f"{name}: the audio holds NaN or infinite samples")
-    return Decoded(audio.astype(np.float32, copy=False), rate, channels, frames / rate, h.hexdigest())
+    return Decoded(audio.astype(np.float32, copy=False), rate, channels, done / rate, h.hexdigest())
 
 
 # ---------------------------------------------------------------------------------------------

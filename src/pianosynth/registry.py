@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .fileio import atomic_write
+from .fileio import atomic_write, replacing
 
 MODELS_DIR_ENV = "PIANOSYNTH_MODELS_DIR"  # another folder of shipped models (tests, a user's own set)
 INDEX_NAME = "index.json"
@@ -330,16 +330,11 @@ def add_model(
     if not in_place:
         if dst.exists() and not force:
             raise RegistryError(f"{dst} exists; pass --force to replace the shipped model {name!r}")
-        tmp = folder / f".{name}.pt.export{os.getpid()}"
-        try:
+        with replacing(dst) as tmp:  # an unpredictable name of our own (fileio)
             export_checkpoint(src, tmp)
             size = tmp.stat().st_size
             if size > MAX_SHIPPED_BYTES:
                 raise RegistryError(f"{src}: the slim checkpoint is {size / 1e6:.1f} MB, over the {MAX_SHIPPED_BYTES / 1e6:g} MB limit for a shipped model")
-            os.replace(tmp, dst)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     state = load_checkpoint(dst)
     entry = describe_checkpoint(dst, state)
     if entry["bytes"] > MAX_SHIPPED_BYTES:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .midi import HIGHEST_KEY, LOWEST_KEY, MAX_SECONDS, MidiError, Note, PedalCurve, Performance, check_limits
+from .midi import HIGHEST_KEY, LOWEST_KEY, MAX_SECONDS, Limits, MidiError, Note, PedalCurve, Performance, check_limits
 
 SCORE_SUFFIXES = (".musicxml", ".mxl", ".xml", ".mei", ".krn", ".kern")
 DEFAULT_BPM = 120.0  # quarter notes per minute where a score gives no tempo (MIDI's default)
@@ -67,6 +67,8 @@ TEMPO_WORDS = {
 RITARDANDO = 0.75  # a ritardando (rit., rall., ritenuto) slows to this fraction of the tempo
 ACCELERANDO = 1.25
 RAMP_QUARTERS = 8.0  # length of a rit./accel. that has no end of its own, unless a tempo mark comes first
+TEMPO_RANGE = (1.0, 1000.0)  # quarter notes per minute a score's own tempo may have (as --bpm)
+MAX_ZIP_MEMBERS = 1000  # files in an .mxl (a score and a few images)
 
 
 class ScoreError(MidiError):
@@ -78,29 +80,145 @@ def is_score(path: str | Path) -> bool:
     return Path(path).suffix.lower() in SCORE_SUFFIXES
 
 
-def read_score(path: str | Path, bpm: float | None = None, max_seconds: float | None = MAX_SECONDS) -> Performance:
+def read_score(
+    path: str | Path, bpm: float | None = None, max_seconds: float | None = MAX_SECONDS, limits: Limits | None = None
+) -> Performance:
     """Reads a MusicXML (.musicxml, .xml, .mxl), MEI (.mei) or Humdrum (.krn) score into notes
     and pedal curves, as ``midi.read_midi`` reads a MIDI file (see the module's docstring).
+
+    Before partitura reads it, the file is held to ``limits`` (``midi.Limits``): its size, an
+    .mxl's unpacked size (read member by member, so a zip bomb stops at the limit whatever its
+    header claims), the number of XML elements, and a **kern score's spines.
 
     Args:
         bpm: quarter notes per minute for the whole piece, instead of the score's own tempo.
         max_seconds: as for ``read_midi`` (None: no length limit).
+        limits: the budget (default ``midi.Limits()``).
 
     Raises:
         ScoreError: one line: the file is missing, partitura cannot read it, it has no notes on
-            the piano's keys, or it is over the limits.
+            the piano's keys, a tempo outside TEMPO_RANGE, or it is over the limits.
     """
+    import tempfile
+
+    limits = limits or Limits()
+    path = Path(path)
+    name = str(path)
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except (OSError, ValueError):
+        size = None
+    if size is None:
+        raise ScoreError(f"{path}: no such file")
+    if size == 0:
+        raise ScoreError(f"{path}: empty file")
+    if bpm is not None and not (isinstance(bpm, (int, float)) and not isinstance(bpm, bool) and math.isfinite(bpm) and TEMPO_RANGE[0] <= bpm <= TEMPO_RANGE[1]):
+        raise ScoreError(f"bpm must be a number of quarter notes per minute in 1..1000, got {bpm!r}")
+    _check(limits, name, "a file of", size / 2**20, "input_mib", " MiB")
+    with tempfile.TemporaryDirectory(prefix="pianosynth-score-") as tmp:
+        source = path
+        suffix = path.suffix.lower()
+        if suffix == ".mxl" or (suffix in (".xml", ".musicxml") and _is_zip(path)):
+            source = _unpack_mxl(path, Path(tmp), limits, name)
+            suffix = ".musicxml"
+        if suffix in (".krn", ".kern"):
+            _check_kern(source, limits, name)
+        else:
+            _check_xml(source, limits, name)
+        perf = _load_score(source, name, bpm)
+    check_limits(perf, max_seconds, name=name, limits=limits)
+    return perf
+
+
+def _check(limits: Limits, name: str, what: str, value: float, limit: str, unit: str = "") -> None:
+    try:
+        limits.check(name, what, value, limit, unit)
+    except MidiError as e:
+        raise ScoreError(str(e)) from None
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _unpack_mxl(path: Path, folder: Path, limits: Limits, name: str) -> Path:
+    """The root score of a compressed MusicXML file, unpacked into ``folder`` while counting
+    the bytes that come out (a member's header may understate them): refused past
+    ``limits.score_mib``. -> the unpacked .musicxml"""
+    import zipfile
+    from xml.etree import ElementTree
+
+    cap = int(limits.score_mib * 2**20)
+
+    def read(zf: zipfile.ZipFile, member: str, out) -> int:
+        total = 0
+        with zf.open(member) as f:
+            while chunk := f.read(1 << 16):
+                total += len(chunk)
+                if total > cap:
+                    _check(limits, name, f"{member} unpacks to more than", total / 2**20, "score_mib", " MiB")
+                out.write(chunk)
+        return total
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.namelist()
+            if len(members) > MAX_ZIP_MEMBERS:
+                raise ScoreError(f"{name}: {len(members):,} files in the archive, over the {MAX_ZIP_MEMBERS:,} a score has")
+            if "META-INF/container.xml" in members:
+                import io
+
+                buf = io.BytesIO()
+                read(zf, "META-INF/container.xml", buf)
+                root = ElementTree.fromstring(buf.getvalue())
+                found = next((e.get("full-path") for e in root.iter() if e.tag.endswith("rootfile") and e.get("full-path")), None)
+            else:
+                found = next((m for m in members if m.lower().endswith((".xml", ".musicxml")) and not m.startswith("META-INF/")), None)
+            if found is None or found not in members:
+                raise ScoreError(f"{name}: a compressed MusicXML file without a score in it")
+            out_path = folder / "score.musicxml"
+            with open(out_path, "wb") as out:
+                read(zf, found, out)
+            return out_path
+    except ScoreError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ElementTree.ParseError, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
+        raise ScoreError(f"{name}: not a readable compressed MusicXML file ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+
+
+def _check_xml(path: Path, limits: Limits, name: str) -> None:
+    """Refuses an XML score over ``limits.score_mib`` or with more than ``limits.xml_elements``
+    elements, counted by a streaming parse that keeps nothing (no entities resolved, no DTD or
+    network fetched), before partitura builds its objects."""
+    from lxml import etree
+
+    _check(limits, name, "a score of", path.stat().st_size / 2**20, "score_mib", " MiB")
+    count = 0
+    try:
+        for _, element in etree.iterparse(str(path), events=("end",), resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False):
+            count += 1
+            if count > limits.xml_elements:
+                _check(limits, name, "XML elements: at least", count, "xml_elements")
+            element.clear(keep_tail=False)
+    except etree.XMLSyntaxError as e:
+        raise ScoreError(f"{name}: not a score partitura can read (XMLSyntaxError: {' '.join(str(e).split())[:200]})") from e
+
+
+def _check_kern(path: Path, limits: Limits, name: str) -> None:
+    """Refuses a **kern score with more than ``limits.kern_spines`` spines on a line."""
+    widest = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.startswith(b"!!"):
+                widest = max(widest, line.count(b"\t") + 1)
+    _check(limits, name, "spines:", widest, "kern_spines")
+
+
+def _load_score(path: Path, name: str, bpm: float | None) -> Performance:
     import partitura  # imported here: it is slow to import and only scores need it
     from partitura import score as ps
 
-    path = Path(path)
-    name = str(path)
-    if not path.is_file():
-        raise ScoreError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ScoreError(f"{path}: empty file")
-    if bpm is not None and not (isinstance(bpm, (int, float)) and not isinstance(bpm, bool) and math.isfinite(bpm) and 1 <= bpm <= 1000):
-        raise ScoreError(f"bpm must be a number of quarter notes per minute in 1..1000, got {bpm!r}")
     limit = sys.getrecursionlimit()
     try:
         with warnings.catch_warnings(record=True) as caught:  # partitura warns of every construct it skips
@@ -110,16 +228,22 @@ def read_score(path: str | Path, bpm: float | None = None, max_seconds: float | 
             parts = list(ps.unfold_part_maximal(loaded).parts) if len(loaded.parts) else []
     except RecursionError as e:
         raise ScoreError(f"{name}: too deeply nested for partitura to unfold its repeats") from e
+    except MemoryError as e:
+        raise ScoreError(f"{name}: out of memory while partitura read it") from e
     except Exception as e:  # partitura and lxml raise many types for malformed files
         detail = " ".join(str(e).split())[:200] or "no detail"
         raise ScoreError(f"{name}: not a score partitura can read ({type(e).__name__}: {detail})") from e
     finally:
         sys.setrecursionlimit(limit)
-    perf = performance_from_parts(parts, bpm=bpm, name=name)
+    try:
+        perf = performance_from_parts(parts, bpm=bpm, name=name)
+    except MidiError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError, AttributeError) as e:  # a construct partitura read but cannot time
+        raise ScoreError(f"{name}: a score this program cannot time ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
     changes = sum('pedal types "change"' in str(w.message) for w in caught)
     if changes:
         perf.warnings.append(f"{name}: {changes} pedal 'change'/'continue' mark(s) not read (partitura skips them); a change is played as the pedal staying down")
-    check_limits(perf, max_seconds, name=name)
     return perf
 
 
@@ -145,7 +269,13 @@ def performance_from_parts(parts: list, bpm: float | None = None, name: str = "<
         for d in part.iter_all(ps.Direction, include_subclasses=True):
             directions.append((float(q(d.start.t)), float(q(d.end.t)) if d.end is not None else None, d))
         for t in part.iter_all(ps.Tempo):
-            tempos.append((float(q(t.start.t)), _quarter_bpm(t)))
+            at, rate = float(q(t.start.t)), _quarter_bpm(t)
+            if bpm is None and not (math.isfinite(rate) and TEMPO_RANGE[0] <= rate <= TEMPO_RANGE[1]):
+                raise ScoreError(
+                    f"{name}: a tempo of {rate:g} quarter notes per minute at quarter {at:g}, outside "
+                    f"{TEMPO_RANGE[0]:g}..{TEMPO_RANGE[1]:g} (give the piece a tempo with --bpm)"
+                )
+            tempos.append((at, rate))
         for ts in part.iter_all(ps.TimeSignature):
             meters.append((float(q(ts.start.t)), _quarters_per_beat(ts.beats, ts.beat_type)))
     if not written:

@@ -2,17 +2,57 @@
 the library: every render goes through ``Synth.render_to_file``, as the CLI's do.
 
 Starlette and uvicorn: a small, well-kept ASGI framework and server (Starlette is what FastAPI is
-built on), enough for four routes without FastAPI's validation layer, and uvicorn runs it
-in-process, so the tests start a real server on a free port. Renders run in a worker thread
-(``run_in_threadpool``), never on the event loop, and one at a time: a second request while one
-runs is answered 429. Uploads and rendered durations have limits.
+built on), enough for a few routes without FastAPI's validation layer, and uvicorn runs it
+in-process, so the tests start a real server on a free port.
+
+**A local service (issue 20).**
+
+- Only this machine's own pages may use it: a request whose ``Host`` is not the served address
+  (DNS rebinding) or whose ``Origin`` is another site (a page the user visits posting to
+  127.0.0.1) is refused with 403 before any route runs (``LocalOnly``).
+- An upload is read by this module, chunk by chunk, and refused with 413 as soon as it passes the
+  limit, whatever its transfer encoding (a declared length, or chunked with none); nothing of it
+  reaches the disk before that.
+- A render runs as a ``RenderJob`` (below) in a worker thread; a client that goes away cancels it.
+- Every error is a JSON ``{"error": "one line"}`` with a 4xx status, or a 500 naming the
+  exception in one line; no traceback reaches the log.
+- A file name of any script downloads: ``Content-Disposition`` carries an ASCII fallback and the
+  RFC 5987 ``filename*=UTF-8''...``.
+
+**Render jobs: the API that routes and progress build on.**
+
+``RenderJobs`` (``app.state.jobs``) runs at most ``max_jobs`` renders at a time (the page: one)::
+
+    job = jobs.start(work, label)   # -> RenderJob, or raises Busy when every slot is taken
+    job.id, job.label               # a random id (hex), the input's name
+    job.state                       # "running", then "done", "failed" or "cancelled"
+    job.progress                    # 0..1: seconds synthesized / seconds in the piece
+    job.done_s, job.total_s
+    job.cancel()                    # asks the render to stop; it does at the next chunk
+    job.wait(timeout)               # True once it has finished
+    job.result                      # bytes of the WAV once "done"
+    job.warnings                    # the render's warnings (list of one-line strings)
+    job.error, job.status           # one-line message and HTTP status once "failed"
+    job.to_json()                   # all of the above but the result, for a progress route
+    jobs.get(job_id)                # a job by id (finished ones are kept until the next start)
+
+``work(job)`` runs in the worker thread and returns the result bytes; it passes ``job.report`` as
+the render's ``progress`` callback, and ``report`` raises ``RenderCancelled`` once the job is
+cancelled, so the render stops between chunks: the chunked synthesis (``PianoSynth.synthesize``)
+closes its thread pool and ``render_to_file`` removes its temporary file on the way out. The
+reading of the input and the features come before the first chunk; they are bounded by the
+input limits (``midi.Limits``) rather than by cancelling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import tempfile
+import threading
+import urllib.parse
 from pathlib import Path
+from typing import Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +63,168 @@ from starlette.routing import Route
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # a long piano performance is well under 200 kB of MIDI
 DEFAULT_MAX_SECONDS = 600.0  # rendered audio per request
 EXAMPLE_SEEDS = range(4)  # generated pieces offered on the page (examples.generate_piece)
+FORM_OVERHEAD_BYTES = 16 * 1024  # multipart boundaries and the small fields around the upload
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+POLL_SECONDS = 0.05  # how often a waiting request looks for its job's end and its client's departure
+
+
+class RenderCancelled(Exception):
+    """Raised inside a render by ``RenderJob.report`` once the job is cancelled."""
+
+
+class Busy(Exception):
+    """Every render slot is taken."""
+
+
+class RenderJob:
+    """One render in a worker thread (see the module's docstring for the API)."""
+
+    def __init__(self, label: str):
+        self.id = secrets.token_hex(8)
+        self.label = label
+        self.state = "running"
+        self.done_s = 0.0
+        self.total_s = 0.0
+        self.result: bytes | None = None
+        self.warnings: list[str] = []
+        self.error: str | None = None
+        self.status = 200
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.done_s / self.total_s) if self.total_s > 0 else 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether a cancel was asked (the job may still be on its way out)."""
+        return self._cancel.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def report(self, done_s: float, total_s: float) -> None:
+        """The render's ``progress`` callback: records progress, stops a cancelled render."""
+        self.done_s, self.total_s = done_s, total_s
+        if self._cancel.is_set():
+            raise RenderCancelled
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id, "label": self.label, "state": self.state, "progress": round(self.progress, 4),
+            "done_s": round(self.done_s, 2), "total_s": round(self.total_s, 2), "warnings": self.warnings,
+            "error": self.error,
+        }  # fmt: skip
+
+
+class RenderJobs:
+    """At most ``max_jobs`` renders at a time, each a ``RenderJob`` in a thread of its own."""
+
+    def __init__(self, max_jobs: int = 1):
+        self.max_jobs = max_jobs
+        self._jobs: dict[str, RenderJob] = {}
+        self._lock = threading.Lock()
+
+    def running(self) -> list[RenderJob]:
+        with self._lock:
+            return [j for j in self._jobs.values() if not j.finished]
+
+    def get(self, job_id: str) -> RenderJob | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def start(self, work: Callable[[RenderJob], bytes], label: str) -> RenderJob:
+        """Starts ``work(job)`` in a worker thread. Raises Busy when every slot is taken."""
+        with self._lock:
+            if sum(not j.finished for j in self._jobs.values()) >= self.max_jobs:
+                raise Busy
+            self._jobs = {k: j for k, j in self._jobs.items() if not j.finished}  # the last finished ones go
+            job = RenderJob(label)
+            self._jobs[job.id] = job
+        threading.Thread(target=self._run, args=(job, work), name=f"render-{job.id}", daemon=True).start()
+        return job
+
+    @staticmethod
+    def _run(job: RenderJob, work: Callable[[RenderJob], bytes]) -> None:
+        from .audio import OutputError
+        from .midi import MidiError
+        from .synthesize import SynthesisError
+
+        try:
+            if job.cancelled:
+                raise RenderCancelled
+            job.result = work(job)
+            job.state = "done"
+        except RenderCancelled:
+            job.state, job.status, job.error = "cancelled", 499, "cancelled"
+        except (MidiError, SynthesisError, OutputError) as e:
+            message = " ".join(str(e).split())
+            job.state, job.status, job.error = "failed", 413 if "over the limit" in message else 400, message
+        except MemoryError:
+            job.state, job.status, job.error = "failed", 413, f"{job.label}: out of memory while rendering"
+        except Exception as e:  # anything else is this program's fault: one line, never a traceback
+            job.state, job.status, job.error = "failed", 500, f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        finally:
+            job._finished.set()
+
+
+class LocalOnly:
+    """ASGI middleware: refuses (403) a request whose ``Host`` is not an address this server is
+    served at, or whose ``Origin`` (sent by browsers with every cross-site POST) is another site.
+
+    Served on a loopback address, the Host must name a loopback address with this port, so a
+    page of another site that rebinds its DNS name to 127.0.0.1 is refused too. Served on another
+    address (the user let others in), any Host is taken but the Origin must still be the Host's.
+    """
+
+    def __init__(self, app, host: str, port: int):
+        self.app, self.port = app, port
+        wildcard = host in ("0.0.0.0", "::", "")
+        names = LOOPBACK if host in LOOPBACK else () if wildcard else (host,)
+        self.hosts = None if wildcard else {_host_value(n, port) for n in names} | ({_host_value(n, None) for n in names} if port == 80 else set())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            problem = self.problem(headers)
+            if problem is not None:
+                await JSONResponse({"error": problem}, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def problem(self, headers: dict[str, str]) -> str | None:
+        """None for a request of this server's own page, else the one-line reason to refuse it."""
+        host = headers.get("host", "").strip().lower()
+        if not host or (self.hosts is not None and host not in self.hosts):
+            return f"refused: Host {host or '(none)'!r} is not this server's address"
+        origin = headers.get("origin")
+        if origin is not None:
+            parsed = urllib.parse.urlsplit(origin.strip().lower())
+            if parsed.scheme not in ("http", "https") or parsed.netloc != host:
+                return f"refused: a request from another site ({origin})"
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return "refused: a request from another site"
+        return None
+
+
+def _host_value(name: str, port: int | None) -> str:
+    name = f"[{name}]" if ":" in name else name
+    return name if port is None else f"{name}:{port}"
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback name and the exact one as RFC 5987 ``filename*``."""
+    clean = "".join(c for c in filename if c.isprintable()) or "pianosynth.wav"
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in clean)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(clean, safe='')}"
 
 
 def create_app(
@@ -30,20 +232,27 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     threads: int | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits=None,
 ) -> Starlette:
-    """The page and its API. ``models``: name -> checkpoint (default: the shipped models)."""
+    """The page and its API. ``models``: name -> checkpoint (default: the shipped models);
+    ``host``, ``port``: the address it is served at (requests for another are refused);
+    ``limits``: each render's budget (``midi.Limits``, default its defaults)."""
     from .synthesize import shipped_models
 
     models = dict(models) if models is not None else shipped_models()
     loaded: dict = {}
-    busy = asyncio.Lock()
+    load_lock = threading.Lock()
+    jobs = RenderJobs(max_jobs=1)
 
     def synth(name: str):
         from .synthesize import load
 
-        if name not in loaded:
-            loaded[name] = load(models[name], threads=threads)
-        return loaded[name]
+        with load_lock:
+            if name not in loaded:
+                loaded[name] = load(models[name], threads=threads)
+            return loaded[name]
 
     def example_midi(seed: int) -> bytes:
         from .examples import generate_piece
@@ -54,11 +263,15 @@ def create_app(
             write_midi(generate_piece(seed=seed, bars=8), path)
             return path.read_bytes()
 
-    def render(name: str, midi: bytes, label: str) -> bytes:
-        with tempfile.TemporaryDirectory(prefix="pianosynth-serve-") as tmp:
-            out = Path(tmp) / "out.wav"
-            synth(name).render_to_file(midi, out, name=label, max_seconds=max_seconds)
-            return out.read_bytes()
+    def render_work(name: str, midi: bytes, label: str):
+        def work(job: RenderJob) -> bytes:
+            with tempfile.TemporaryDirectory(prefix="pianosynth-serve-") as tmp:
+                out = Path(tmp) / "out.wav"
+                result = synth(name).render_to_file(midi, out, name=label, max_seconds=max_seconds, limits=limits, progress=job.report)
+                job.warnings = list(result.warnings)
+                return out.read_bytes()
+
+        return work
 
     async def page(request: Request) -> HTMLResponse:
         return HTMLResponse(PAGE.replace("{MAX_MB}", f"{max_upload_bytes / 2**20:g}").replace("{MAX_S}", f"{max_seconds:g}"))
@@ -67,45 +280,86 @@ def create_app(
         return JSONResponse({"models": list(models), "examples": list(EXAMPLE_SEEDS)})
 
     async def render_route(request: Request) -> Response:
-        from .audio import OutputError
-        from .midi import MidiError
-        from .synthesize import SynthesisError
-
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > max_upload_bytes + 4096:
-            return _error(413, f"upload over the limit of {max_upload_bytes / 2**20:g} MB")
-        form = await request.form(max_files=1, max_fields=4, max_part_size=max_upload_bytes + 1)
+        limit_mb = f"{max_upload_bytes / 2**20:g} MB"
+        body = await read_body(request, max_upload_bytes + FORM_OVERHEAD_BYTES)
+        if body is None:  # and close the connection: the rest of the upload is not read
+            response = _error(413, f"upload over the limit of {limit_mb} (raise it with pianosynth serve --max-upload-mb)")
+            response.headers["Connection"] = "close"
+            return response
+        try:
+            form = await _replayed(request, body).form(max_files=1, max_fields=4, max_part_size=max_upload_bytes + 1)
+        except Exception as e:  # a malformed multipart body: python-multipart and Starlette raise several types
+            return _error(400, f"not a form upload ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
         name = str(form.get("model") or next(iter(models), ""))
         if name not in models:
             return _error(400, f"unknown model {name!r}; shipped: {', '.join(models)}")
         upload = form.get("midi")
+        example = str(form.get("example") or "")
         if upload is not None and hasattr(upload, "read"):
             midi = await upload.read(max_upload_bytes + 1)
-            label = Path(upload.filename or "upload.mid").name
+            label = Path(upload.filename or "upload.mid").name or "upload.mid"
             if len(midi) > max_upload_bytes:
-                return _error(413, f"{label}: over the limit of {max_upload_bytes / 2**20:g} MB")
-        elif form.get("example") is not None and str(form.get("example")).isdigit() and int(str(form.get("example"))) in EXAMPLE_SEEDS:
-            seed = int(str(form.get("example")))
-            midi, label = await run_in_threadpool(example_midi, seed), f"example{seed}.mid"
+                return _error(413, f"{label}: over the limit of {limit_mb} (raise it with pianosynth serve --max-upload-mb)")
+        elif example.isdigit() and int(example) in EXAMPLE_SEEDS:
+            midi, label = await run_in_threadpool(example_midi, int(example)), f"example{example}.mid"
         else:
             return _error(400, "send a MIDI file (field 'midi') or an example number (field 'example')")
-        if busy.locked():
+        try:
+            job = jobs.start(render_work(name, midi, label), label)
+        except Busy:
             return _error(429, "busy: one render at a time; try again when it is done")
-        async with busy:
-            try:
-                wav = await run_in_threadpool(render, name, midi, label)
-            except (MidiError, SynthesisError, OutputError) as e:
-                return _error(413 if "over the limit" in str(e) else 400, str(e))
+        while not job.finished:
+            if await request.is_disconnected():  # the client has gone: nobody will hear it
+                job.cancel()
+                return _error(499, "cancelled: the client went away")
+            await asyncio.sleep(POLL_SECONDS)
+        if job.state != "done":
+            return _error(job.status, job.error or job.state)
         stem = Path(label).stem
-        return Response(wav, media_type="audio/wav", headers={"Content-Disposition": f'attachment; filename="{stem}.wav"'})
+        return Response(job.result, media_type="audio/wav", headers={"Content-Disposition": content_disposition(f"{stem}.wav")})
 
-    return Starlette(
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
+    app = Starlette(
         routes=[
             Route("/", page),
             Route("/api/models", list_models),
             Route("/api/render", render_route, methods=["POST"]),
-        ]
+        ],
+        exception_handlers={Exception: internal_error},
     )
+    app.state.jobs = jobs
+    app.add_middleware(LocalOnly, host=host, port=port)
+    return app
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, read as it arrives; None as soon as it passes ``limit`` bytes (a
+    declared Content-Length over it is refused before a byte is read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _replayed(request: Request, body: bytes) -> Request:
+    """A Request over the same scope whose body is ``body`` (already read and bounded)."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return Request(request.scope, receive)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -116,7 +370,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     """Runs the page with uvicorn until Ctrl-C. ``options`` go to ``create_app``."""
     import uvicorn
 
-    uvicorn.run(create_app(**options), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(host=host, port=port, **options), host=host, port=port, log_level="warning")
 
 
 PAGE = """<!doctype html>
@@ -140,6 +394,12 @@ Files up to {MAX_MB} MB and {MAX_S} s of audio. Everything stays on this compute
 <p><a id="download" href="#" hidden>Download the WAV</a></p>
 <script>
 const $ = id => document.getElementById(id);
+function downloadName(header) {
+  const exact = header.match(/filename[*]=UTF-8''([^;]+)/i);
+  if (exact) return decodeURIComponent(exact[1]);
+  const plain = header.match(/filename="([^"]*)"/);
+  return plain ? plain[1] : "pianosynth.wav";
+}
 let dropped = null;
 fetch("/api/models").then(r => r.json()).then(info => {
   for (const m of info.models) $("model").add(new Option(m, m));
@@ -168,7 +428,7 @@ $("render").addEventListener("click", async () => {
       const body = await response.json().catch(() => ({error: response.statusText}));
       throw new Error(body.error);
     }
-    const name = (response.headers.get("Content-Disposition") || "").split('filename="')[1]?.replace('"', "") || "pianosynth.wav";
+    const name = downloadName(response.headers.get("Content-Disposition") || "");
     const url = URL.createObjectURL(await response.blob());
     $("player").src = url;
     $("download").href = url; $("download").download = name; $("download").hidden = false;

@@ -6,13 +6,15 @@ the CLI, a batch or the local page, takes one path (``Synth._render``):
 1. the MIDI (a path, bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``) becomes events,
    and features and the note table come from them exactly as ``prepare`` computes them, with the
    feature config stored in the checkpoint;
-2. the model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``) and its float
-   output goes to a temporary file block by block while its loudness and peak are measured
-   (``audio.LoudnessMeter``). A synthesizer loaded without a named model routes each General
-   MIDI program to a shipped model (``routing``); several parts are rendered one by one and their
-   sum is what is measured and written (``_mix_parts``);
+2. each model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``) and its float
+   output, (channels, samples) at the model's own rate, goes to a temporary file block by block.
+   A synthesizer loaded without a named model routes each General MIDI program to a shipped model
+   (``routing``); several parts are rendered one by one, each resampled to the highest of their
+   rates, and summed, a mono part spread to both channels of a stereo mix (``_mix_parts``). The
+   mix is metered as it will be written (``audio.LoudnessMeter``: loudness and peak);
 3. a second pass reads it back in blocks, applies the chosen gain (``audio.choose_gain``),
-   resamples (``audio.Resampler``), makes the channels and writes the output.
+   makes the channels, resamples (``audio.Resampler``) and writes the output
+   (``audio.AudioWriter``), metering what is written: the level and peak reported are the file's.
 
 So a 30-minute piece never holds 30 minutes of activations, and the level costs no extra memory.
 """
@@ -34,24 +36,36 @@ import torch
 
 from .audio import (
     DEFAULT_LOUDNESS_LUFS,
+    AudioWriter,
     Level,
     LoudnessMeter,
     OutputError,
     Resampler,
+    as_channels,
     check_channels,
     check_sample_rate,
     choose_gain,
+    match_channels,
     pcm_block,
     subtype_for,
 )
 from .features import compute_features, compute_notes
-from .fileio import atomic_write, remove_stale_temps
-from .midi import MAX_SECONDS, MidiError, Performance, performance_from_pretty_midi, read_midi
+from .fileio import atomic_write, remove_stale_temps, replacing
+from .midi import MAX_SECONDS, Limits, MidiError, Performance, check_limits, performance_from_pretty_midi, read_midi
 from .registry import DEFAULT_MODEL, find_instrument, model_files
 from .routing import Part, Route, Router
 from .checkpoint import model_from_checkpoint
 
-BLOCK = 1 << 18  # samples per read/write block in the second pass
+BLOCK = 1 << 16  # samples per read/write block of the mix and the second pass
+# Frames of feature windows that go through the encoder at once. Batching is what makes a
+# recurrent network fast on a CPU, and it is also the render's largest transient: the GRU's gates
+# and outputs for every frame of the batch, about 8 KB a frame, 260 MB at 32768 frames. The rest
+# of the peak grows with the piece (uint8 features, 16 KB a second; the conditioning, 8 KB a
+# second), so a long piece runs smaller batches: a 59-minute render peaked at 735 MB with 32768
+# and 563 MB with 16384, whose conditioning was 1.5 x slower (docs/speed.md).
+MAX_BATCH_FRAMES = 32768
+LONG_PIECE_BATCH_FRAMES = 16384
+LONG_PIECE_SECONDS = 20 * 60
 
 
 class SynthesisError(RuntimeError):
@@ -63,13 +77,13 @@ class SynthesisResult:
     path: Path | None  # the file written (None for an in-memory render)
     seconds: float
     sample_rate: int  # of the output
-    peak: float  # the model's own sample peak, before any level change
+    peak: float  # the sample peak of the output as written (after the gain, resampling and clipping)
     clipped_samples: int  # samples beyond [-1, 1] after the level change (clipped in the output)
     warnings: list[str]
     plot: Path | None = None
     channels: int = 1
-    loudness_lufs: float = -math.inf  # the model's own integrated loudness (mono), before any level change
-    gain_db: float = 0.0  # the gain applied
+    loudness_lufs: float = -math.inf  # integrated loudness (BS.1770, all channels) of the output as written
+    gain_db: float = 0.0  # the gain applied to the models' mix
     compute_seconds: float = 0.0  # wall-clock time of the whole render
     audio: np.ndarray | None = field(default=None, repr=False)  # (channels, samples), in-memory renders only
     messages: list[str] = field(default_factory=list)  # choices made for the user (e.g. the score-mode model)
@@ -116,7 +130,8 @@ def resolve_model(model: str | Path | None) -> Path:
 
 
 def read_performance(
-    midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS, bpm: float | None = None
+    midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS, bpm: float | None = None,
+    limits: Limits | None = None,
 ) -> Performance:
     """Events from a MIDI or score path, its bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
 
@@ -127,21 +142,30 @@ def read_performance(
 
     Bytes and mido objects are written to a temporary file and read from there, so every kind of
     input meets the same checks; errors name ``name`` (default "<bytes>" or "<mido.MidiFile>")
-    instead of the temporary file.
+    instead of the temporary file. Every kind meets the same budget (``max_seconds`` and
+    ``limits``, default ``midi.Limits()``) before anything is allocated for it.
+
+    Raises:
+        MidiError: for an input of any other type, or any value it cannot use.
     """
     from .scores import is_score, read_score
 
+    limits = limits or Limits()
     suffix = ".mid"
     if isinstance(midi, (str, Path)):
         if is_score(midi):
-            return read_score(midi, bpm=bpm, max_seconds=max_seconds)
-        return _midi_bpm_warning(read_midi(midi, max_seconds=max_seconds), bpm, str(midi))
+            return read_score(midi, bpm=bpm, max_seconds=max_seconds, limits=limits)
+        return _midi_bpm_warning(read_midi(midi, max_seconds=max_seconds, limits=limits), bpm, str(midi))
     if type(midi).__name__ == "PrettyMIDI":
-        return _midi_bpm_warning(performance_from_pretty_midi(midi, name=name or "<PrettyMIDI>"), bpm, name or "<PrettyMIDI>")
+        label = name or "<PrettyMIDI>"
+        perf = performance_from_pretty_midi(midi, name=label, limits=limits)
+        check_limits(perf, max_seconds, name=label, limits=limits)
+        return _midi_bpm_warning(perf, bpm, label)
     if isinstance(midi, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
         if name is not None and is_score(name):
             suffix = Path(name).suffix.lower()
+        limits.check(label, "a file of", len(midi) / 2**20, "input_mib", " MiB")
 
         def write(path: Path) -> None:
             path.write_bytes(bytes(midi))
@@ -150,15 +174,18 @@ def read_performance(
         label = name or "<mido.MidiFile>"
 
         def write(path: Path) -> None:
-            midi.save(str(path))
+            try:
+                midi.save(str(path))
+            except (TypeError, ValueError, AttributeError, OverflowError, KeyError, IndexError) as e:
+                raise MidiError(f"{label}: not a usable mido.MidiFile ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
     else:
-        raise TypeError(f"midi must be a path, bytes, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}")
+        raise MidiError(f"midi must be a path, bytes, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}")
     with tempfile.TemporaryDirectory(prefix="pianosynth-midi-") as tmp:
         path = Path(tmp) / f"input{suffix}"
         write(path)
         try:
-            perf = read_performance(path, max_seconds=max_seconds, bpm=bpm)
+            perf = read_performance(path, max_seconds=max_seconds, bpm=bpm, limits=limits)
         except MidiError as e:
             raise type(e)(str(e).replace(str(path), label)) from e
     perf.warnings = [w.replace(str(path), label) for w in perf.warnings]
@@ -231,7 +258,7 @@ class Synth:
         midi,
         *,
         sample_rate: int | None = None,
-        channels: int = 1,
+        channels: int | None = None,
         loudness: float | None = DEFAULT_LOUDNESS_LUFS,
         gain_db: float | None = None,
         peak: float | None = None,
@@ -239,13 +266,16 @@ class Synth:
         context_seconds: float = 2.0,
         progress: Callable[[float, float], None] | None = None,
         bpm: float | None = None,
+        max_seconds: float | None = MAX_SECONDS,
+        limits: Limits | None = None,
     ) -> tuple[np.ndarray, int]:
         """Synthesizes ``midi`` (a MIDI or score path, bytes, a ``pretty_midi.PrettyMIDI`` or a
         ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
 
         Args:
-            sample_rate: output rate in Hz (default: the model's), resampled with soxr.
-            channels: 1, or 2 for the same signal in both.
+            sample_rate: output rate in Hz (default: the highest of the models that play), resampled with soxr.
+            channels: 1 or 2 (default: the models' own; a mono model's signal is spread to both
+                channels, a stereo mix is folded to mono as the mean of its channels).
             loudness: integrated loudness target in LUFS under a -1 dBFS peak ceiling
                 (``audio.DEFAULT_LOUDNESS_LUFS``); None with no ``gain_db``/``peak`` keeps the
                 model's own level.
@@ -254,13 +284,20 @@ class Synth:
             chunk_seconds, context_seconds: the chunk core and the context on each side.
             progress: called as ``progress(seconds_done, seconds_total)`` while the model runs.
             bpm: a score's tempo in quarter notes per minute, instead of its own marks.
+            max_seconds, limits: the budget (``midi.Limits``), checked before anything is
+                allocated; None for ``max_seconds`` lifts the length limit.
 
         Returns:
             (audio, sample_rate): audio float32 (channels, samples).
+
+        Raises:
+            MidiError: an input of any type or value that cannot be used, or one over the budget.
+            OutputError: an option of the wrong type or out of range.
         """
         result = self.render_result(
             midi, sample_rate=sample_rate, channels=channels, loudness=loudness, gain_db=gain_db, peak=peak,
             chunk_seconds=chunk_seconds, context_seconds=context_seconds, progress=progress, bpm=bpm,
+            max_seconds=max_seconds, limits=limits,
         )  # fmt: skip
         return result.audio, result.sample_rate
 
@@ -269,11 +306,11 @@ class Synth:
         chunks: list[np.ndarray] = []
 
         def open_sink(sr: int, channels: int):
-            return _MemorySink(chunks)
+            return _MemorySink(chunks, channels)
 
         result = self._render(midi, open_sink, **options)
-        y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        result.audio = np.ascontiguousarray(np.broadcast_to(y, (result.channels, len(y))), dtype=np.float32)
+        audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((result.channels, 0), np.float32)
+        result.audio = np.ascontiguousarray(audio, dtype=np.float32)
         return result
 
     def render_to_file(
@@ -288,8 +325,9 @@ class Synth:
     ) -> SynthesisResult:
         """Synthesizes ``midi`` into ``path``: .wav (16-bit, 24-bit or float), .flac (16 or 24)
         or .ogg (Vorbis). ``bits`` is "16" (default), "24" or "float". An existing file is kept
-        unless ``force``; the file appears whole or not at all (temporary name, then rename).
-        ``plot`` also writes a spectrogram PNG beside it. Other options as for ``render``."""
+        unless ``force``; the file appears whole or not at all (``fileio.replacing``).
+        ``plot`` also writes a spectrogram PNG beside it. Other options as for ``render``.
+        The result's level and peak are those of the file written."""
         out_path = Path(path)
         fmt, subtype = subtype_for(out_path, bits)
         if out_path.exists() and not force:
@@ -299,26 +337,18 @@ class Synth:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(out_path.parent, os.W_OK):
             raise SynthesisError(f"{out_path.parent}: folder is not writable")
-        remove_stale_temps(out_path.parent)  # .NAME.tmp<pid> of a synthesis that was killed
-        tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}{out_path.suffix}")
-
-        def open_sink(sr: int, channels: int):
-            return _FileSink(tmp, sr, channels, fmt, subtype)
-
+        remove_stale_temps(out_path.parent)  # temporaries of a synthesis that was killed (fileio)
         try:
-            result = self._render(midi, open_sink, **options)
-            os.replace(tmp, out_path)
+            with replacing(out_path, suffix=out_path.suffix) as tmp:  # an unpredictable name, O_EXCL
+                result = self._render(midi, lambda sr, channels: AudioWriter(tmp, sr, channels, fmt, subtype), **options)
         except sf.LibsndfileError as e:  # a full disk or a vanished folder reads "System error"
             raise SynthesisError(f"{out_path}: cannot write the audio ({e}); is the disk full?") from e
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         result.path = out_path
         if plot:
             result.plot = out_path.with_suffix(".png")
             audio, sr = sf.read(out_path, dtype="float32", always_2d=True)
             label = Path(midi).name if isinstance(midi, (str, Path)) else "MIDI"
-            plot_spectrogram(audio[:, 0], sr, result.plot, title=f"{label} (pianosynth)")
+            plot_spectrogram(audio.mean(axis=1), sr, result.plot, title=f"{label} (pianosynth)")
         return result
 
     def _render(
@@ -327,7 +357,7 @@ class Synth:
         open_sink,
         *,
         sample_rate: int | None = None,
-        channels: int = 1,
+        channels: int | None = None,
         loudness: float | None = DEFAULT_LOUDNESS_LUFS,
         gain_db: float | None = None,
         peak: float | None = None,
@@ -337,17 +367,22 @@ class Synth:
         name: str | None = None,
         max_seconds: float | None = MAX_SECONDS,
         bpm: float | None = None,
+        limits: Limits | None = None,
     ) -> SynthesisResult:
         """The one rendering path (see the module's docstring); ``open_sink(sr, channels)`` gives
-        a context manager that takes (samples,) float32 blocks in [-1, 1]."""
+        a context manager whose ``write`` takes (channels, samples) float32 blocks and returns them
+        as written (``audio.AudioWriter``)."""
         asked_sr = check_sample_rate(sample_rate) if sample_rate is not None else None
-        channels = check_channels(channels)
+        asked_channels = check_channels(channels) if channels is not None else None
         level = Level(loudness_lufs=None if gain_db is not None or peak is not None else loudness, gain_db=gain_db, peak=peak)
         for option, value, positive in (("chunk_seconds", chunk_seconds, True), ("context_seconds", context_seconds, False)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (positive and value == 0):
                 raise OutputError(f"{option} must be a finite number {'above' if positive else 'of at least'} 0, got {value!r}")
         t0 = time.perf_counter()
-        perf = read_performance(midi, name=name, max_seconds=max_seconds, bpm=bpm)  # refused before any allocation
+        limits = limits if limits is not None else Limits()
+        if not isinstance(limits, Limits):
+            raise OutputError(f"limits must be a pianosynth.midi.Limits, got {type(limits).__name__}")
+        perf = read_performance(midi, name=name, max_seconds=max_seconds, bpm=bpm, limits=limits)  # refused before any allocation
         label = name or (str(midi) if isinstance(midi, (str, Path)) else "the MIDI")
         route = self.router.route(perf, label) if self.router is not None else Route([Part(None, perf.programs, perf)])
         parts = []  # (synth, features, note table) of each part, all checked before any model runs
@@ -359,41 +394,33 @@ class Synth:
             if max_seconds is not None and total_s > max_seconds:
                 raise SynthesisError(f"{label}: {total_s:.0f} s of audio is over the limit of {max_seconds:g} s")
             notes = compute_notes(part.perf, fc, len(x) * fc.hop_samples) if synth.model.needs_notes else None
+            need = chunk_bytes(synth.model, len(x), notes, round(chunk_seconds * fc.frame_rate), round(context_seconds * fc.frame_rate))
+            limits.check(label, "the synthesis of its densest chunk needs about", need / 2**20, "chunk_mib", " MiB")  # per thread
             parts.append((synth, x, notes))
         sr = max(synth.sample_rate for synth, _, _ in parts)  # of the mix: no part loses its band
         out_sr = asked_sr if asked_sr is not None else sr
-        meter = LoudnessMeter(sr)
         with tempfile.TemporaryDirectory(prefix="pianosynth-") as tmp:
-            raw = Path(tmp) / "raw.wav"
-            if len(parts) == 1:
-                synth, x, notes = parts[0]
-                with sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT") as f:
-                    for a in synth.blocks(x, notes, chunk_seconds, context_seconds):
-                        meter.add(a)
-                        f.write(a)
-                        if progress:
-                            progress(meter.samples / sr, total_s)
-            else:
-                _mix_parts(parts, raw, sr, meter, Path(tmp), chunk_seconds, context_seconds, progress)
-            gain, warnings = choose_gain(level, meter.loudness(), meter.peak, channels)
-            resample = Resampler(sr, out_sr, meter.samples)
-            clipped, n_out = 0, 0
-            with sf.SoundFile(raw) as src, open_sink(out_sr, channels) as sink:
+            raw, mix_channels, meter = _mix_parts(parts, Path(tmp), sr, asked_channels, level.loudness_lufs is not None, chunk_seconds, context_seconds, progress)
+            out_channels = asked_channels or mix_channels
+            gain, warnings = choose_gain(level, meter.loudness(), meter.peak)
+            resample = Resampler(sr, out_sr, meter.samples, out_channels)
+            written = LoudnessMeter(out_sr, out_channels)  # the file's own level, as reported
+            clipped = 0
+            with sf.SoundFile(raw) as src, open_sink(out_sr, out_channels) as sink:
                 read = 0
-                for a in src.blocks(blocksize=BLOCK, dtype="float32"):
+                for a in src.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):  # (samples, channels)
                     read += len(a)
-                    y = resample(a * np.float32(gain), last=read >= meter.samples)
+                    y = resample(match_channels(a.T, out_channels) * np.float32(gain), last=read >= meter.samples)
                     clipped += int(np.count_nonzero(np.abs(y) > 1.0))
-                    n_out += len(y)
-                    sink.write(np.clip(y, -1.0, 1.0))
+                    written.add(sink.write(y))
                 if meter.samples == 0:
-                    sink.write(resample(np.zeros(0, np.float32), last=True))
+                    written.add(sink.write(resample(np.zeros((out_channels, 0), np.float32), last=True)))
         warnings = list(perf.warnings) + route.warnings + warnings
         if clipped:
             warnings.append(f"{clipped} sample(s) clipped at full scale; lower --loudness or --gain")
         return SynthesisResult(
-            path=None, seconds=n_out / out_sr, sample_rate=out_sr, peak=meter.peak, clipped_samples=clipped,
-            warnings=warnings, channels=channels, loudness_lufs=meter.loudness(),
+            path=None, seconds=written.samples / out_sr, sample_rate=out_sr, peak=written.peak, clipped_samples=clipped,
+            warnings=warnings, channels=out_channels, loudness_lufs=written.loudness(),
             gain_db=20 * math.log10(gain) if gain > 0 else -math.inf, compute_seconds=time.perf_counter() - t0,
             messages=route.messages,
         )  # fmt: skip
@@ -410,7 +437,9 @@ class Synth:
         """The model over a whole feature sequence in chunks, split between ``threads`` threads of
         one torch thread each, as every render runs it (``evaluate`` times this too).
 
-        x: (frames, in_channels), notes: (notes, 4) or None -> yields (samples,) float32 blocks
+        x: (frames, in_channels), notes: (notes, 4) or None -> yields float32 blocks as the
+        decoder makes them: (samples,) from a mono decoder, (channels, samples) from a stereo one
+        (``audio.as_channels`` reads both as (channels, samples)).
         """
         fr = self.config.features.frame_rate
         chunk = max(1, round(chunk_seconds * fr))
@@ -421,64 +450,133 @@ class Synth:
         try:
             torch.set_num_threads(1)
             for block in self.model.synthesize(
-                x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes
+                x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes,
+                max_batch_frames=MAX_BATCH_FRAMES if len(x) <= LONG_PIECE_SECONDS * fr else LONG_PIECE_BATCH_FRAMES,
             ):
                 yield block.numpy()
         finally:
             torch.set_num_threads(torch_threads)
 
 
-def _mix_parts(parts, raw: Path, sr: int, meter: LoudnessMeter, tmp: Path, chunk_seconds, context_seconds, progress) -> None:
-    """Renders each part with its model into its own file (resampled to ``sr`` where its model's
-    rate differs), then writes their sum to ``raw`` block by block, metered as a single model's
-    output is. parts: [(synth, x (frames, channels), notes or None)]."""
+VOICE_ROW_BYTES_PER_HOP_SAMPLE = 28  # voices decoder: bytes per (voice, frame) row per sample of hop (measured: docs/reliability.md)
+FRAME_BYTES_PER_SAMPLE = 16  # other decoders: the output buffers of a batch of windows, float32, ~4 copies
+
+
+def chunk_bytes(model, frames: int, notes, chunk_frames: int, context_frames: int, workers: int = 1) -> int:
+    """The memory the synthesis of ``model`` needs for its largest chunk, from the sizes alone,
+    before anything runs (issue 20; checked against ``Limits.chunk_mib``). ``workers`` threads
+    each render a chunk (a block) at once.
+
+    The voices decoder renders blocks of ``block_frames`` with a margin on each side, one row per
+    (voice, frame) sounding in it, a voice lasting from its onset to ``voice_end``: the largest
+    block's row count, from a running sum of the voices alive in each frame, times the bytes of a
+    row. Other decoders run a batch of windows of the chunk plus its context at once
+    (``PianoSynth.synthesize``): their output samples.
+
+    frames: the piece's feature frames; notes: its note table (notes, 4) or None.
+    """
+    hop = model.hop_samples
+    if frames <= 0:
+        return 0
+    if notes is not None and getattr(model, "needs_notes", False) and len(notes):
+        dec = model.decoder
+        n = np.asarray(notes, dtype=np.int64).reshape(-1, 4)
+        ends = dec.voice_end(torch.from_numpy(n[:, 2]), torch.from_numpy(n[:, 3])).numpy()
+        first = np.clip(n[:, 2] // hop - 1, 0, frames)  # a voice frame spans a hop either side of its centre
+        last = np.clip(-(-ends // hop) + 1, 0, frames)
+        alive = np.zeros(frames + 2, np.int64)
+        np.add.at(alive, first, 1)
+        np.add.at(alive, last, -1)
+        alive = np.cumsum(alive)[:frames]  # (frames,) voices sounding in each frame
+        window = min(frames, workers * 256 + 2 * (dec.n_fft // hop + 2))  # synthesize_voices' blocks at once and margins
+        sums = np.concatenate([[0], np.cumsum(alive)])
+        rows = int((sums[window:] - sums[:-window]).max())
+        return rows * VOICE_ROW_BYTES_PER_HOP_SAMPLE * hop
+    span = min(frames, max(1, chunk_frames) + 2 * max(1, context_frames))
+    windows = min(-(-frames // max(1, chunk_frames)), max(1, 32768 // span))  # synthesize's max_batch_frames
+    return int(windows * span * hop * FRAME_BYTES_PER_SAMPLE)
+
+
+def _mix_parts(parts, tmp: Path, sr: int, channels: int | None, loudness: bool, chunk_seconds, context_seconds, progress):
+    """The models' mix at ``sr`` in a float file in ``tmp``, metered as it will be written.
+
+    Each part is rendered with its model into its own file, at its model's rate and channel
+    count, then resampled to ``sr`` where its rate differs (``_resample_file``); the parts are
+    summed block by block, a mono part spread to every channel of a stereo mix. A lone part at
+    ``sr`` is written, and metered, straight away. The meter sees the mix with ``channels``
+    (None: the mix's own) channels, as the output will have them; it runs the K-weighting only
+    when a ``loudness`` target needs it.
+
+    parts: [(synth, x (frames, channels), notes or None)] -> (the mix's file, its channels, the meter)
+    """
     total_s = sum(len(x) / synth.config.features.frame_rate for synth, x, _ in parts)
     done_s, files = 0.0, []
+    direct = len(parts) == 1 and parts[0][0].sample_rate == sr
+    meter = None
     for i, (synth, x, notes) in enumerate(parts):
-        part_sr, n = synth.sample_rate, 0
-        path = tmp / f"part{i}.wav"
-        with sf.SoundFile(path, "w", samplerate=part_sr, channels=1, subtype="FLOAT") as f:
-            for a in synth.blocks(x, notes, chunk_seconds, context_seconds):
-                f.write(a)
-                n += len(a)
+        part_sr, n, path = synth.sample_rate, 0, tmp / f"part{i}.wav"
+        with contextlib.ExitStack() as stack:
+            f = None
+            for a in map(as_channels, synth.blocks(x, notes, chunk_seconds, context_seconds)):  # (channels, samples)
+                if f is None:
+                    f = stack.enter_context(sf.SoundFile(path, "w", samplerate=part_sr, channels=len(a), subtype="FLOAT"))
+                    if direct:
+                        meter = LoudnessMeter(sr, channels or len(a), weighting=loudness)
+                if direct:
+                    meter.add(match_channels(a, meter.channels))
+                f.write(a.T)
+                n += a.shape[1]
                 if progress:
                     progress(done_s + n / part_sr, total_s)
+            if f is None:  # no audio at all: an empty mono file
+                stack.enter_context(sf.SoundFile(path, "w", samplerate=part_sr, channels=1, subtype="FLOAT"))
         done_s += n / part_sr
         if part_sr != sr:
-            path = _resample_file(path, part_sr, sr, n)
+            path = _resample_file(path, sr, n)
         files.append(path)
+    if direct:
+        mix_channels = sf.info(files[0]).channels
+        return files[0], mix_channels, meter or LoudnessMeter(sr, channels or mix_channels, weighting=loudness)
+    raw = tmp / "mix.wav"
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(sf.SoundFile(p)) for p in files]
-        out = stack.enter_context(sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT"))
+        mix_channels = max(src.channels for src in sources)
+        meter = LoudnessMeter(sr, channels or mix_channels, weighting=loudness)
+        out = stack.enter_context(sf.SoundFile(raw, "w", samplerate=sr, channels=mix_channels, subtype="FLOAT"))
         while True:
-            blocks = [src.read(BLOCK, dtype="float32") for src in sources]
-            longest = max(len(b) for b in blocks)
+            blocks = [src.read(BLOCK, dtype="float32", always_2d=True).T for src in sources]  # (channels, samples)
+            longest = max(b.shape[1] for b in blocks)
             if longest == 0:
                 break
-            mix = np.zeros(longest, np.float32)  # the parts may differ in length by a hop or so
+            mix = np.zeros((mix_channels, longest), np.float32)  # the parts may differ in length by a hop or so
             for b in blocks:
-                mix[: len(b)] += b
-            meter.add(mix)
-            out.write(mix)
+                mix[:, : b.shape[1]] += b  # a mono part broadcasts to every channel
+            meter.add(match_channels(mix, meter.channels))
+            out.write(mix.T)
+    return raw, mix_channels, meter
 
 
-def _resample_file(path: Path, in_sr: int, out_sr: int, n: int) -> Path:
-    """A float WAV of ``n`` samples at ``in_sr`` -> the same at ``out_sr`` (soxr, streaming)."""
-    resample = Resampler(in_sr, out_sr, n)
+def _resample_file(path: Path, out_sr: int, n: int) -> Path:
+    """A float WAV of ``n`` samples -> the same at ``out_sr``, with its channels (soxr, streaming)."""
+    info = sf.info(path)
+    resample = Resampler(info.samplerate, out_sr, n, info.channels)
     out_path = path.with_name(path.stem + f"-{out_sr}.wav")
-    with sf.SoundFile(path) as src, sf.SoundFile(out_path, "w", samplerate=out_sr, channels=1, subtype="FLOAT") as dst:
+    with sf.SoundFile(path) as src, sf.SoundFile(out_path, "w", samplerate=out_sr, channels=info.channels, subtype="FLOAT") as dst:
         read = 0
-        for a in src.blocks(blocksize=BLOCK, dtype="float32"):
+        for a in src.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
             read += len(a)
-            dst.write(resample(a, last=read >= n))
+            dst.write(resample(a.T, last=read >= n).T)
         if n == 0:
-            dst.write(resample(np.zeros(0, np.float32), last=True))
+            dst.write(resample(np.zeros((info.channels, 0), np.float32), last=True).T)
+    path.unlink()  # one part's copy on disk at a time
     return out_path
 
 
 class _MemorySink:
-    def __init__(self, chunks: list):
-        self.chunks = chunks
+    """Keeps (channels, samples) blocks as they would be written to a float file."""
+
+    def __init__(self, chunks: list, channels: int):
+        self.chunks, self.channels = chunks, channels
 
     def __enter__(self):
         return self
@@ -486,27 +584,10 @@ class _MemorySink:
     def __exit__(self, *exc):
         return False
 
-    def write(self, y: np.ndarray) -> None:
-        self.chunks.append(y.astype(np.float32, copy=False))
-
-
-class _FileSink:
-    """Writes (samples,) blocks as ``channels`` identical channels through soundfile."""
-
-    def __init__(self, path: Path, sr: int, channels: int, fmt: str, subtype: str):
-        self.file = sf.SoundFile(path, "w", samplerate=sr, channels=channels, format=fmt, subtype=subtype)
-        self.channels, self.subtype = channels, subtype
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
-        return False
-
-    def write(self, y: np.ndarray) -> None:
-        block = pcm_block(y, self.subtype)  # (samples,)
-        self.file.write(np.repeat(block[:, None], self.channels, axis=1))
+    def write(self, y: np.ndarray) -> np.ndarray:
+        y = pcm_block(y, "FLOAT").T  # clipped, float32
+        self.chunks.append(y)
+        return y
 
 
 def synthesize_file(

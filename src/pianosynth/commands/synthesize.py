@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import EXIT_USER_ERROR, UserError, warn
+from . import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, limits, warn
 
 
 def _level(args: argparse.Namespace) -> dict:
@@ -23,8 +23,8 @@ def _level(args: argparse.Namespace) -> dict:
 def _describe(result) -> str:
     import math
 
-    out_lufs = result.loudness_lufs + result.gain_db + 10 * math.log10(result.channels)  # BS.1770 sums the channels
-    level = f"{out_lufs:.1f} LUFS" if math.isfinite(out_lufs) else "silent"
+    out_lufs = result.loudness_lufs  # measured on the file written
+    level = f"{out_lufs:.1f} LUFS, peak {result.peak:.3f}" if math.isfinite(out_lufs) else "silent"
     return (
         f"{result.seconds:.1f} s at {result.sample_rate} Hz, {result.channels} channel(s), {level} "
         f"(gain {result.gain_db:+.1f} dB), in {result.compute_seconds:.1f} s ({result.realtime_factor:.0f}x real time)"
@@ -55,7 +55,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         raise UserError("--skip-existing and --force contradict each other")
     options = dict(
         sample_rate=args.sample_rate, channels=args.channels, chunk_seconds=args.chunk_seconds,
-        context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, **_level(args),
+        context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, limits=limits(args), **_level(args),
     )  # fmt: skip
     if args.output is not None:
         target = Path(args.output) if args.output != "-" else Path("stdout.wav")
@@ -109,8 +109,12 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             try:
                 result = synth.render_to_file(job.source, job.output, force=args.force, bits=args.bits, plot=args.plot, **options)
             except (MidiError, SynthesisError, ConfigError, ValueError, OSError) as e:
-                failed.append((job.source, str(e)))
+                failed.append((job.source, " ".join(str(e).split())))
                 continue
+            except KeyboardInterrupt:  # say what is on disk: the outputs listed above are whole
+                bar.close()
+                print(f"interrupted: {written} output(s) written before it (listed above), the one for {job.source} was not", file=sys.stderr)
+                return EXIT_INTERRUPTED
             written += 1
             audio_s += result.seconds
             for m in result.messages:
@@ -152,10 +156,11 @@ def _copy_to_stdout(f) -> None:
     try:
         shutil.copyfileobj(f, sys.stdout.buffer)
         sys.stdout.buffer.flush()
-    except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of ours
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): the audio was not all delivered
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet
+        raise UserError("stdout was closed before all the audio was written (broken pipe)") from None
 
 
 
@@ -176,5 +181,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
         warn(w)
     print(result.path)
     print(result.plot)
-    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, peak {result.peak:.3f}", file=sys.stderr)
+    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, {result.loudness_lufs:.1f} LUFS, peak {result.peak:.3f} (of the file)", file=sys.stderr)
     return 0

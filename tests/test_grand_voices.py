@@ -401,3 +401,22 @@ def test_the_velocity64_baseline_must_be_the_defaults_own_figures(tmp_path):
     info = record_velocity64_baseline("score", metrics, system, folder=tmp_path)
     assert info.figures[VELOCITY64]["mrstft"] == pytest.approx(1.4606, abs=1e-4)
     assert score_model_verdict(info) == (False, "test MR-STFT 1.500 against 1.461, loudness r 0.780 against 0.758")
+
+
+def test_a_mono_grand_checkpoint_renders_through_the_library(tmp_path):
+    """The grand decoder at one channel yields (samples,) blocks like every mono decoder, so a
+    checkpoint of it plays through ``pianosynth.load`` (stereo output waits for the stereo
+    rendering path of ``synthesize``)."""
+    import pianosynth
+    from pianosynth.checkpoint import save_checkpoint
+    from pianosynth.model import build_model
+
+    cfg = load_config(ROOT / "configs" / "grand.yaml", ["model.hidden=8", "model.layers=1", "features.channels=1"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.features)
+    state = {"format": 1, "version": "test", "config": cfg.to_dict(), "model": model.state_dict(), "step": 0, "best_valid": 1.0, "elapsed_s": 0.0}
+    save_checkpoint(tmp_path / "grand1.pt", state)
+    write_demo_midi(tmp_path / "midi", count=1, bars=1)
+    midi = sorted((tmp_path / "midi").glob("*.mid"))[0]
+    result = pianosynth.load(tmp_path / "grand1.pt", threads=1).render_result(midi, loudness=None)
+    assert result.sample_rate == SR and result.audio.shape[0] == 1 and np.abs(result.audio).max() > 0

@@ -240,7 +240,7 @@ class PianoSynth(nn.Module):
         ended (``VoicesDecoder.voice_end``) are left out of a block.
 
         x: (frames, in_channels), notes: (notes, 4) -> yields (samples,) blocks, or (channels,
-        samples) from a multi-channel decoder
+        samples) from a decoder of more than one channel
         """
         dec, hop = self.decoder, self.hop_samples
         n = x.shape[0]
@@ -259,6 +259,8 @@ class PianoSynth(nn.Module):
             local[:, 2:] -= a * hop
             with torch.no_grad():  # grad mode is per thread
                 y = dec.render(c[None, a:z], local[None], torch.tensor([a]))[0]
+            if y.dim() == 2 and y.shape[0] == 1:
+                y = y[0]  # one channel: (samples,) blocks, as every mono decoder yields
             return y[..., (lo - a) * hop : (hi - a) * hop]
 
         if workers > 1:

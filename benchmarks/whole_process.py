@@ -73,7 +73,7 @@ import soundfile as sf
 perf = read_midi(sys.argv[1], max_seconds=None)
 fc = FeatureConfig(sample_rate=48000, channels=2)
 y = render(perf, RenderConfig(source="sfizz"), fc, int((perf.end_s + 1.0) * 48000))
-sf.write(sys.argv[2], y.T, 48000, subtype="PCM_16")
+sf.write(sys.argv[2], y, 48000, subtype="PCM_16")  # (samples, 2)
 """
 
 

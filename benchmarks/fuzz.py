@@ -80,6 +80,10 @@ def worker(args) -> None:
     from pianosynth.serve import create_app
     from pianosynth.synthesize import synthesize_file
 
+    # answers go to the real stdout; anything a library or the CLI prints goes to stderr instead
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     limit = args.memory_mib << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGALRM, _alarm)
@@ -93,7 +97,7 @@ def worker(args) -> None:
     client.__enter__()
     out_dir = tmp / "out"
     out_dir.mkdir()
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True}), file=answers, flush=True)
     for line in sys.stdin:
         i = int(line)
         rng = np.random.default_rng(i)
@@ -127,7 +131,7 @@ def worker(args) -> None:
             signal.setitimer(signal.ITIMER_REAL, 0)
         result["seconds"] = time.perf_counter() - started
         result["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps(result), flush=True)
+        print(json.dumps(result), file=answers, flush=True)
 
 
 def midi_case(i, rng, data, result, args, tmp, out_dir, model, fc, features_case, outcome_class, synthesize_file, cli, MidiError) -> None:

@@ -18,7 +18,7 @@ from pianosynth.dataset import Cache
 from pianosynth.features import dequantize
 from pianosynth.losses import MultiResolutionSTFTDistance
 from pianosynth.synthesize import default_model_path
-from pianosynth.train import model_from_checkpoint
+from pianosynth.checkpoint import model_from_checkpoint
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ from doc_block import replace_block
 from pianosynth.config import load_config
 from pianosynth.dataset import Cache, CropDataset, find_sources, prepare, select_subset
 from pianosynth.losses import WeightedLoss
-from pianosynth.train import model_from_checkpoint, train, validate
+from pianosynth.checkpoint import model_from_checkpoint
+from pianosynth.train import train, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

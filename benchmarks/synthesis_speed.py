@@ -22,7 +22,7 @@ from pianosynth.features import n_frames_for
 from pianosynth.midi import write_midi
 from pianosynth.render import render
 from pianosynth.synthesize import default_model_path, synthesize_file
-from pianosynth.train import model_from_checkpoint
+from pianosynth.checkpoint import model_from_checkpoint
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from pianosynth.examples import generate_piece
 from pianosynth.midi import write_midi
 from pianosynth.synthesize import default_model_path
-from pianosynth.train import model_from_checkpoint
+from pianosynth.checkpoint import model_from_checkpoint
 
 
 def run(cmd: list[str]) -> tuple[float, float]:

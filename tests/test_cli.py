@@ -55,7 +55,7 @@ def test_the_shipped_default_model_runs_the_demo(tmp_path):
     import soundfile as sf
 
     from pianosynth.synthesize import default_model_path
-    from pianosynth.train import model_from_checkpoint
+    from pianosynth.checkpoint import model_from_checkpoint
 
     _, cfg = model_from_checkpoint(default_model_path())
     proc = run("demo", "--out", str(tmp_path), "--bars", "2")

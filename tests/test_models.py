@@ -24,7 +24,7 @@ from pianosynth.midi import read_midi, split_by_program
 from pianosynth.model import build_model
 from pianosynth.registry import MODELS_DIR_ENV, RegistryError
 from pianosynth.synthesize import SynthesisError
-from pianosynth.train import save_checkpoint
+from pianosynth.checkpoint import save_checkpoint
 
 TINY = ["model.hidden=8", "model.layers=1"]
 
@@ -293,7 +293,7 @@ def metrics_json(path: Path, systems: dict[str, dict], weights: dict[str, str] |
 
 def test_evaluate_records_the_weights_that_export_checks(made):
     from pianosynth.evaluate import model_system
-    from pianosynth.train import load_checkpoint
+    from pianosynth.checkpoint import load_checkpoint
 
     system = model_system(made / "harpsichord.pt", pieces=None, name="h")
     assert system.weights == registry.weights_hash(load_checkpoint(made / "harpsichord.pt"))
@@ -301,7 +301,7 @@ def test_evaluate_records_the_weights_that_export_checks(made):
 
 
 def test_export_name_ships_a_model_with_its_figures_and_models_lists_it(models, made, tmp_path, capsys):
-    from pianosynth.train import load_checkpoint
+    from pianosynth.checkpoint import load_checkpoint
 
     code, out, err = run_cli(capsys, "models")
     assert code == 0 and err == "", err

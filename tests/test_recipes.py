@@ -16,7 +16,7 @@ from pianosynth.examples import write_demo_midi
 from pianosynth.config import config_from_dict
 from pianosynth.recipes import load_recipe, recipe_path, shipped_recipes
 from pianosynth.synthesize import default_model_path
-from pianosynth.train import load_checkpoint
+from pianosynth.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,8 @@ from pianosynth import cli
 from pianosynth.config import CELLS, DECODERS, LOSSES, WINDOWS, Config, ConfigError, FeatureConfig, load_config
 from pianosynth.midi import MAX_ONSETS_PER_SECOND, MidiError, Note, Performance, read_midi
 from pianosynth.model import build_model
-from pianosynth.train import TrainingError, checkpoint_checksum, load_checkpoint, model_from_checkpoint, save_checkpoint
+from pianosynth.checkpoint import CheckpointError, checkpoint_checksum, load_checkpoint, model_from_checkpoint, save_checkpoint
+from pianosynth.train import TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["model.hidden=8", "model.layers=1"]
@@ -165,7 +166,7 @@ def test_checkpoints_this_version_cannot_load_are_one_line_errors(tmp_path, simp
     cfg = state["config"]
     save_checkpoint(other, {**{k: v for k, v in state.items() if k != "checksum"}, "config": {**cfg, "model": {**cfg["model"], "hidden": 16}}})
     for path, words in [(no_model, ["no model"]), (other, ["weights do not fit"])]:
-        with pytest.raises(TrainingError):
+        with pytest.raises(CheckpointError):
             model_from_checkpoint(path)
         code, err = run_cli(capsys, "synthesize", str(simple_midi), "-o", str(tmp_path / "o.wav"), "--model", str(path))
         assert_one_line_error(code, err, *words)
@@ -375,7 +376,7 @@ def test_a_bit_rotted_checkpoint_is_refused(tmp_path, simple_midi, capsys):
     weight = load_checkpoint(path)["model"]["decoder.proj.weight"]
     flip_bytes_inside(path, weight)
     assert "checksum" in torch.load(path, weights_only=False)  # still loads as a file...
-    with pytest.raises(TrainingError, match="checksum mismatch"):  # ...but not as a model
+    with pytest.raises(CheckpointError, match="checksum mismatch"):  # ...but not as a model
         load_checkpoint(path)
     code, err = run_cli(capsys, "synthesize", str(simple_midi), "-o", str(tmp_path / "o.wav"), "--model", str(path))
     assert_one_line_error(code, err, "checksum mismatch")
@@ -399,7 +400,7 @@ def test_the_shipped_model_carries_a_checksum_that_holds():
 
 
 def test_export_writes_a_checksum(tmp_path):
-    from pianosynth.train import export_checkpoint
+    from pianosynth.checkpoint import export_checkpoint
 
     src = tiny_checkpoint(tmp_path / "m.pt")
     state = load_checkpoint(src)

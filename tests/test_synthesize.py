@@ -16,7 +16,7 @@ from pianosynth.examples import write_demo_midi
 from pianosynth.features import compute_features
 from pianosynth.midi import read_midi
 from pianosynth.synthesize import SynthesisError, synthesize_file
-from pianosynth.train import model_from_checkpoint, save_checkpoint
+from pianosynth.checkpoint import model_from_checkpoint, save_checkpoint
 
 pytestmark = needs_fluidsynth
 

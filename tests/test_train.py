@@ -18,7 +18,8 @@ from conftest import needs_fluidsynth
 from pianosynth.config import Config, FeatureConfig, load_config
 from pianosynth.dataset import find_sources, prepare
 from pianosynth.examples import write_demo_midi
-from pianosynth.train import TrainingError, load_checkpoint, model_from_checkpoint, train
+from pianosynth.checkpoint import load_checkpoint, model_from_checkpoint
+from pianosynth.train import TrainingError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SET = [

@@ -46,6 +46,6 @@ def load_recipe(name_or_path: str | Path | None, overrides: list[str] | None = N
 def shipped_model_recipe() -> Config:
     """The config stored in the shipped default model's checkpoint: the recipe it was trained with."""
     from .synthesize import default_model_path
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     return config_from_dict(load_checkpoint(default_model_path())["config"])

@@ -138,19 +138,24 @@ def file_sha1(path: str | Path) -> str:
 def weights_hash(state: dict) -> str:
     """A hash of a checkpoint's weights alone (``state["model"]``): the same for a training
     checkpoint and its slim export, so figures measured on one can be matched to the other."""
-    from .train import checkpoint_checksum
+    from .checkpoint import checkpoint_checksum
 
     return checkpoint_checksum({"model": state["model"]})
 
 
 def describe_checkpoint(path: str | Path, state: dict | None = None) -> dict:
     """The index entry's facts, read from the checkpoint's config (no figures)."""
-    from .config import config_from_dict
-    from .train import load_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .config import ConfigError, config_from_dict
 
     path = Path(path)
     state = state if state is not None else load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
+    if not isinstance(state.get("config"), dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: not a complete checkpoint (no config or no weights)")
+    try:
+        cfg = config_from_dict(state["config"])
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its config is not one this version can read ({e})") from e
     return {
         "file": path.name,
         "program": cfg.render.program,
@@ -312,7 +317,7 @@ def add_model(
         RegistryError: a bad name, an existing file without ``force``, a file over the size limit,
             figures that do not belong to these weights.
     """
-    from .train import export_checkpoint, load_checkpoint
+    from .checkpoint import export_checkpoint, load_checkpoint
 
     if not NAME_PATTERN.match(name):
         raise RegistryError(f"model name {name!r}: use 1-40 lowercase letters, digits, '-' or '_', starting with a letter or digit")

@@ -49,7 +49,7 @@ from .fileio import atomic_write, remove_stale_temps
 from .midi import MAX_SECONDS, MidiError, Performance, performance_from_pretty_midi, read_midi
 from .registry import DEFAULT_MODEL, find_instrument, model_files
 from .routing import Part, Route, Router
-from .train import model_from_checkpoint
+from .checkpoint import model_from_checkpoint
 
 BLOCK = 1 << 18  # samples per read/write block in the second pass
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -37,13 +36,12 @@ import torch
 import yaml
 
 from . import __version__
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_from_dict, stable_hash
 from .dataset import Cache, CacheError, CropDataset, collate
 from .fileio import atomic_write, remove_stale_temps
 from .losses import MultiResolutionSTFTDistance, WeightedLoss, log_spectral_distance
 from .model import PianoSynth, build_model
-
-CHECKPOINT_FORMAT = 1
 
 
 class TrainingError(RuntimeError):
@@ -80,103 +78,6 @@ class TrainResult:
     best_valid: float
     stopped: str  # "done", "budget" or "interrupted"
     model: PianoSynth  # the trained model (this rank's copy; identical on every rank)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-def checkpoint_checksum(state: dict) -> str:
-    """SHA-256 of everything in a checkpoint but its ``checksum``: every tensor's name, dtype,
-    shape and bytes, and the repr of every other value, walked in sorted key order. A bit flipped
-    anywhere in the weights, the optimizer state or the config changes it (issue 11)."""
-    h = hashlib.sha256()
-
-    def walk(name: str, value) -> None:
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, dict):
-            for k in sorted(value, key=str):
-                walk(f"{name}/{k}", value[k])
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                walk(f"{name}[{i}]", v)
-        else:
-            h.update(f"{name}={value!r};".encode())
-
-    walk("", {k: v for k, v in state.items() if k != "checksum"})
-    return h.hexdigest()
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, then rename: a checkpoint is whole or absent. The state
-    is written with its ``checksum`` (checkpoint_checksum), which load_checkpoint verifies."""
-    state = {**state, "checksum": checkpoint_checksum(state)}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Loads a checkpoint and verifies its checksum. Checkpoints written before checksums existed
-    (no ``checksum`` key) load unverified."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a truncated or foreign file
-        raise TrainingError(f"{path}: not a readable checkpoint ({type(e).__name__})") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path}: not a pianosynth checkpoint (format {CHECKPOINT_FORMAT})")
-    if "checksum" in state and state["checksum"] != checkpoint_checksum(state):
-        raise TrainingError(f"{path}: checksum mismatch, the file is damaged; use another copy or checkpoint")
-    return state
-
-
-def model_from_checkpoint(state_or_path: dict | str | Path) -> tuple[PianoSynth, Config]:
-    """Rebuilds the model and its config from a checkpoint (or its path), in eval mode.
-
-    Raises:
-        TrainingError: the checkpoint lacks a part, or its config or weights are not ones this
-            version can build and load.
-    """
-    name = "checkpoint" if isinstance(state_or_path, dict) else str(state_or_path)
-    state = state_or_path if isinstance(state_or_path, dict) else load_checkpoint(state_or_path)
-    missing = [k for k in ("config", "model") if k not in state]
-    if missing:
-        raise TrainingError(f"{name}: not a complete checkpoint (no {', '.join(missing)})")
-    try:
-        cfg = config_from_dict(state["config"])
-        model = build_model(cfg.model, cfg.features)
-    except (ConfigError, ValueError) as e:
-        raise TrainingError(f"{name}: its config is not one this version can build ({e})") from e
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, TypeError, AttributeError) as e:
-        first = str(e).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
-        raise TrainingError(f"{name}: its weights do not fit its config ({detail})") from e
-    model.eval()
-    return model, cfg
-
-
-def export_checkpoint(src: str | Path, dst: str | Path) -> dict:
-    """Writes a slim copy of a checkpoint for shipping: config, weights, step, validation score.
-
-    The optimizer state and RNG are dropped (they only matter for resuming), which halves the size.
-    """
-    state = load_checkpoint(src)
-    model_from_checkpoint(state)  # refuse to ship weights that do not load
-    missing = [k for k in ("format", "version", "config", "model", "step", "best_valid", "elapsed_s") if k not in state]
-    if missing:
-        raise TrainingError(f"{src}: not a complete checkpoint (no {', '.join(missing)})")
-    slim = {k: state[k] for k in ("format", "version", "config", "model", "step", "best_valid", "elapsed_s")}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(dst, slim)
-    return slim
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""`pianosynth train`: a recipe and a cache into a run folder, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import EXIT_INTERRUPTED, UserError
+
+
+class _TqdmReporter:
+    """Shows training as a progress bar with the loss and an ETA (only on rank 0)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+
+    def start(self, total: int, initial: int) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, step: int, info: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from ..recipes import load_recipe
+    from ..synthesize import DEFAULT_MODEL
+    from ..train import train
+
+    fixed = sorted({kv.split("=", 1)[0] for kv in args.set if kv.split(".", 1)[0] in ("features", "render")})
+    if fixed:
+        raise UserError(f"--set {', '.join(fixed)}: features and render settings come from the cache; set them on prepare")
+    cfg = load_recipe(args.config, args.set)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    name = args.name or (Path(args.config).stem if args.config else DEFAULT_MODEL)
+    rank = int(os.environ.get("RANK", "0"))
+    result = train(
+        cfg, args.cache, runs_root=args.runs, name=name, run_dir=args.run_dir, restart=args.restart,
+        reporter=_TqdmReporter(enabled=rank == 0),
+    )  # fmt: skip
+    if rank == 0:
+        print(result.run_dir)
+        print(f"stopped at step {result.step} ({result.stopped}); best valid MR-STFT {result.best_valid:.4f}", file=sys.stderr)
+    if result.stopped == "interrupted":
+        print("interrupted: checkpoint saved; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

@@ -253,7 +253,7 @@ def test_a_midi_file_with_more_notes_than_the_budget_is_refused_before_it_is_par
         read_midi(path)
     pedals = b"\x00\xb0\x40\x7f" + bytes([1, 64, 0, 1, 64, 127]) * 5000  # a pedal storm: 10,001 events, no notes
     path.write_bytes(smf(pedals + b"\x00\x90\x3c\x40\x10\x3c\x00\x00\xff\x2f\x00"))
-    with pytest.raises(MidiError, match=r"more than 8,000 MIDI events \(8 per note of --limit notes; raise it with --limit notes=N\)"):
+    with pytest.raises(MidiError, match=r"more than 4,000 MIDI events \(4 per note of --limit notes; raise it with --limit notes=N\)"):
         read_midi(path, limits=Limits(notes=1000))
 
 
@@ -312,7 +312,7 @@ def test_xml_elements_and_kern_spines_are_counted_before_partitura_reads_them(tm
 
     xml = tmp_path / "many.musicxml"
     xml.write_bytes(b"<score-partwise>" + b"<a/>" * 5000 + b"</score-partwise>")
-    with pytest.raises(ScoreError, match=r"XML elements: at least 1,001, over the limit of 1,000 \(raise it with --limit xml_elements=N\)"):
+    with pytest.raises(ScoreError, match=r"XML elements: at least 5,001, over the limit of 1,000 \(raise it with --limit xml_elements=N\)"):
         read_score(xml, limits=Limits(xml_elements=1000))
     mxl = _zip(tmp_path / "many.mxl", {"META-INF/container.xml": CONTAINER, "score.xml": xml.read_bytes()})
     with pytest.raises(ScoreError, match="xml_elements"):
@@ -428,7 +428,8 @@ def test_a_mido_file_with_bad_values_is_a_midi_error(tiny_synth):
 @pytest.mark.parametrize(
     "option",
     [{"channels": True}, {"channels": 2.0}, {"channels": "2"}, {"sample_rate": True}, {"loudness": True},
-     {"chunk_seconds": True}, {"context_seconds": float("nan")}, {"peak": 2.0}, {"limits": {"notes": 5}}],
+     {"chunk_seconds": True}, {"context_seconds": float("nan")}, {"peak": 2.0}, {"limits": {"notes": 5}},
+     {"max_seconds": float("nan")}, {"max_seconds": "x"}, {"bpm": True}, {"bpm": 0}],
 )  # fmt: skip
 def test_bad_api_options_are_output_errors_even_booleans(tiny_synth, tune, option):
     from pianosynth.audio import OutputError
@@ -566,3 +567,22 @@ def test_a_truncated_mp3_whose_header_claims_the_full_length_is_skipped_with_its
     cache = Cache(prepare(find_recordings(folder), tmp_path / "cache", RECORDED))
     assert [p["file"] for p in cache.pieces] == ["good.mid"]
     assert "truncated or damaged" in {s["file"]: s["reason"] for s in cache.skipped}["cut.mid"]
+
+
+def test_a_long_kern_score_is_bounded_by_its_tokens(tmp_path):
+    from pianosynth.midi import Limits
+    from pianosynth.scores import ScoreError, read_score
+
+    kern = tmp_path / "long.krn"
+    kern.write_text("**kern\t**kern\n" + "4c\t4C\n" * 3000 + "*-\t*-\n")
+    with pytest.raises(ScoreError, match=r"\*\*kern tokens \(elements of the score\): 6,004, over the limit of 1,000 \(raise it with --limit xml_elements=N\)"):
+        read_score(kern, limits=Limits(xml_elements=1000))
+
+
+def test_render_to_file_refuses_an_output_that_is_not_a_file_name(tiny_synth, tune, tmp_path):
+    from pianosynth.audio import OutputError
+
+    for bad in (None, 12, "", "a\0b.wav"):
+        with pytest.raises(OutputError, match="the output must be a file name"):
+            tiny_synth.render_to_file(tune, bad)
+    assert list(tmp_path.iterdir()) == []

@@ -25,6 +25,11 @@ MAX_SECONDS = 3600.0  # default for --max-seconds: pieces longer than this are r
 MAX_ONSETS_PER_SECOND = 1000  # notes starting within any one second; ten fingers manage ~40
 
 
+def _number(x: float) -> str:
+    """1,000,000 rather than 1e+06; 0.5 as 0.5."""
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:,g}"
+
+
 class MidiError(ValueError):
     """A MIDI file that cannot be used: unreadable, empty or without pitched notes."""
 
@@ -39,9 +44,9 @@ class Limits:
     notes: int = 200_000  # notes in the piece; a 30-minute sonata has ~20,000
     polyphony: int = 1024  # notes sounding at once (key down to key up): 88 keys on 11 channels
     onsets_per_second: int = MAX_ONSETS_PER_SECOND  # notes starting within any one second
-    input_mib: float = 64.0  # a MIDI or score file as given (the page has its own upload limit)
+    input_mib: float = 32.0  # a MIDI or score file as given (the page has its own upload limit)
     score_mib: float = 64.0  # a score's XML once unpacked (.mxl is a zip: a bomb stops here)
-    xml_elements: int = 2_000_000  # elements in a MusicXML or MEI score (~35 bytes each)
+    xml_elements: int = 500_000  # elements in a MusicXML or MEI score: partitura keeps ~1 kB for each; the longest ASAP score has 114,000
     kern_spines: int = 64  # spines of a Humdrum **kern score on one line (a piano score has 2-6)
     chunk_mib: float = 768.0  # memory the synthesis may need for one chunk (synthesize.chunk_bytes); each thread renders one
 
@@ -72,7 +77,7 @@ class Limits:
         bound = getattr(self, limit)
         if value > bound:
             raise MidiError(
-                f"{name}: {what} {value:,.0f}{unit}, over the limit of {bound:,g}{unit} "
+                f"{name}: {what} {value:,.0f}{unit}, over the limit of {_number(bound)}{unit} "
                 f"(raise it with --limit {limit}=N)"
             )
 
@@ -156,7 +161,7 @@ def read_midi(path: str | Path, max_seconds: float | None = MAX_SECONDS, limits:
     return perf
 
 
-EVENTS_PER_NOTE = 8  # MIDI events allowed per note of ``Limits.notes`` (a note is two; pedals add some)
+EVENTS_PER_NOTE = 4  # MIDI events allowed per note of ``Limits.notes`` (a note is two; pedals add some); mido keeps ~800 bytes an event
 
 
 def check_note_count(path: Path, limits: Limits) -> None:

@@ -133,7 +133,8 @@ def read_performance(
     midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS, bpm: float | None = None,
     limits: Limits | None = None,
 ) -> Performance:
-    """Events from a MIDI or score path, its bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
+    """Events from a MIDI or score path, its bytes, a binary file object (``open(p, "rb")``,
+    ``io.BytesIO``; its ``name`` names it), a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
 
     A path (or ``name``, for bytes) ending in a score suffix (``scores.SCORE_SUFFIXES``: MusicXML,
     .mxl, MEI, Humdrum) is read by ``scores.read_score`` with tempo ``bpm`` (quarter notes per
@@ -152,6 +153,15 @@ def read_performance(
 
     limits = limits or Limits()
     suffix = ".mid"
+    if hasattr(midi, "read") and not isinstance(midi, (str, Path)):  # an open file, io.BytesIO
+        data = midi.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise MidiError(f"a file object given as midi must be opened in binary mode ('rb'), got {type(data).__name__} from read()")
+        own = getattr(midi, "name", None)
+        label = name or (str(own) if isinstance(own, (str, Path)) else None)
+        return read_performance(bytes(data), name=label, max_seconds=max_seconds, bpm=bpm, limits=limits)
+    if isinstance(midi, os.PathLike):
+        midi = Path(midi)
     if isinstance(midi, (str, Path)):
         if is_score(midi):
             return read_score(midi, bpm=bpm, max_seconds=max_seconds, limits=limits)
@@ -180,7 +190,9 @@ def read_performance(
                 raise MidiError(f"{label}: not a usable mido.MidiFile ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
     else:
-        raise MidiError(f"midi must be a path, bytes, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}")
+        raise MidiError(
+            f"midi must be a path, bytes, a binary file object, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}"
+        )
     with tempfile.TemporaryDirectory(prefix="pianosynth-midi-") as tmp:
         path = Path(tmp) / f"input{suffix}"
         write(path)
@@ -269,8 +281,8 @@ class Synth:
         max_seconds: float | None = MAX_SECONDS,
         limits: Limits | None = None,
     ) -> tuple[np.ndarray, int]:
-        """Synthesizes ``midi`` (a MIDI or score path, bytes, a ``pretty_midi.PrettyMIDI`` or a
-        ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
+        """Synthesizes ``midi`` (a MIDI or score path, bytes, a binary file object such as
+        ``io.BytesIO``, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
 
         Args:
             sample_rate: output rate in Hz (default: the highest of the models that play), resampled with soxr.
@@ -328,10 +340,14 @@ class Synth:
         unless ``force``; the file appears whole or not at all (``fileio.replacing``).
         ``plot`` also writes a spectrogram PNG beside it. Other options as for ``render``.
         The result's level and peak are those of the file written."""
+        if not isinstance(path, (str, Path)) or not str(path) or "\0" in str(path):
+            raise OutputError(f"the output must be a file name (str or Path), got {path!r}")
         out_path = Path(path)
         fmt, subtype = subtype_for(out_path, bits)
         if out_path.exists() and not force:
             raise SynthesisError(f"{out_path} exists; pass --force to overwrite it")
+        if plot and not can_plot():
+            raise SynthesisError("--plot draws with matplotlib, which is not installed: pip install 'pianosynth[plot]'")
         if plot and out_path.with_suffix(".png").exists() and not force:
             raise SynthesisError(f"{out_path.with_suffix('.png')} exists; pass --force to overwrite it")
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,7 +363,7 @@ class Synth:
         if plot:
             result.plot = out_path.with_suffix(".png")
             audio, sr = sf.read(out_path, dtype="float32", always_2d=True)
-            label = Path(midi).name if isinstance(midi, (str, Path)) else "MIDI"
+            label = Path(midi).name if isinstance(midi, (str, Path)) else options.get("name") or "MIDI"
             plot_spectrogram(audio.mean(axis=1), sr, result.plot, title=f"{label} (pianosynth)")
         return result
 
@@ -378,6 +394,10 @@ class Synth:
         for option, value, positive in (("chunk_seconds", chunk_seconds, True), ("context_seconds", context_seconds, False)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (positive and value == 0):
                 raise OutputError(f"{option} must be a finite number {'above' if positive else 'of at least'} 0, got {value!r}")
+        for option, value, allowed, inside in (("max_seconds", max_seconds, "above 0", lambda v: v > 0), ("bpm", bpm, "in 1..1000", lambda v: 1 <= v <= 1000)):
+            number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if value is not None and not (number and inside(value)):
+                raise OutputError(f"{option} must be None or a finite number {allowed}, got {value!r}")
         t0 = time.perf_counter()
         limits = limits if limits is not None else Limits()
         if not isinstance(limits, Limits):
@@ -636,6 +656,13 @@ def check_synthesis_arguments(
     need(num(context_seconds) and 0 <= context_seconds <= 600, "context_seconds", context_seconds, "in [0, 600]")
     need(threads is None or (isinstance(threads, int) and 1 <= threads <= 1024), "threads", threads, "an integer in 1..1024")
     need(max_seconds is None or (num(max_seconds) and max_seconds > 0), "max_seconds", max_seconds, "a number of seconds > 0")
+
+
+def can_plot() -> bool:
+    """Whether matplotlib (the ``plot`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot_spectrogram(audio: np.ndarray, sample_rate: int, path: Path, title: str = "") -> None:

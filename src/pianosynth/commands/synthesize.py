@@ -48,7 +48,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if args.output is not None and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
         raise UserError("-o names one output file; for several inputs or a folder use --out-dir")
     if stdin and args.output is None:
-        raise UserError("reading MIDI from stdin needs -o FILE, or -o - to write WAV to stdout")
+        raise UserError("reading MIDI from stdin needs -o FILE, or -o - to write the audio to stdout")
     if args.output == "-" and args.plot:
         raise UserError("--plot needs an output file, not stdout")
     if args.skip_existing and args.force:
@@ -58,11 +58,14 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, limits=limits(args), **_level(args),
     )  # fmt: skip
     if args.output is not None:
-        target = Path(args.output) if args.output != "-" else Path("stdout.wav")
+        stdout_suffix = "." + (args.format or "wav")  # -o - writes --format (default WAV)
+        target = Path(args.output) if args.output != "-" else Path("stdout" + stdout_suffix)
+        if args.format is not None and args.output != "-" and target.suffix.lower() != "." + args.format:
+            raise UserError(f"-o {args.output} and --format {args.format} disagree; give the file a .{args.format} suffix, or leave --format out")
         subtype_for(target, args.bits)  # a bad suffix fails before the model loads
         jobs = None
     else:
-        jobs = plan(inputs, args.out_dir, "." + args.format)
+        jobs = plan(inputs, args.out_dir, "." + (args.format or "wav"))
         subtype_for(jobs[0].output, args.bits)
     if args.model is not None and args.instrument is not None:
         raise UserError("give --model or --instrument, not both")
@@ -78,7 +81,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             kwargs = dict(bits=args.bits, progress=bar.update, name="<stdin>" if stdin else None, **options)
             if output == "-":
                 with tempfile.TemporaryDirectory(prefix="pianosynth-") as tmp:
-                    result = synth.render_to_file(source, Path(tmp) / "out.wav", **kwargs)
+                    result = synth.render_to_file(source, Path(tmp) / ("out" + stdout_suffix), **kwargs)
                     with open(result.path, "rb") as f:
                         _copy_to_stdout(f)
             else:
@@ -169,17 +172,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: synthesize a piece the project generates itself with the shipped model."""
     from ..examples import generate_piece
     from ..midi import write_midi
-    from ..synthesize import synthesize_file
+    from ..synthesize import can_plot, synthesize_file
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     midi = out / "demo.mid"
     write_midi(generate_piece(seed=args.seed, bars=args.bars), midi)
     print(f"wrote a generated piece to {midi}", file=sys.stderr)
-    result = synthesize_file(midi, out / "demo.wav", model_path=args.model, force=True, plot=True)
+    plot = can_plot()
+    result = synthesize_file(midi, out / "demo.wav", model_path=args.model, force=True, plot=plot)
     for w in result.warnings:
         warn(w)
     print(result.path)
-    print(result.plot)
+    if plot:
+        print(result.plot)
+    else:
+        print("no spectrogram: matplotlib is not installed (pip install 'pianosynth[plot]')", file=sys.stderr)
     print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, {result.loudness_lufs:.1f} LUFS, peak {result.peak:.3f} (of the file)", file=sys.stderr)
     return 0

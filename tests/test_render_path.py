@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import pianosynth
 from pianosynth.audio import AudioWriter, BlockFilter, LoudnessMeter, Resampler, k_weighting, subtype_for
@@ -229,3 +230,29 @@ def test_rendering_imports_no_scipy_signal_matplotlib_partitura_or_starlette(pie
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
     assert (tmp_path / "x.flac").exists()
+
+
+def test_a_stereo_48k_grand_checkpoint_renders_to_a_stereo_file(tmp_path, piece):
+    """The grand decoder at two channels, (2, samples) blocks at 48 kHz, through the library:
+    a stereo file at the model's rate, channels that differ, the level reported the file's; and
+    beside the 16 kHz mono piano in one file (the router), both at 48 kHz in two channels."""
+    from pianosynth.checkpoint import save_checkpoint
+    from pianosynth.config import load_config
+    from pianosynth.model import build_model
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "grand.yaml", ["model.hidden=8", "model.layers=1"])
+    assert (cfg.features.sample_rate, cfg.features.channels) == (48000, 2)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.features)
+    state = {"format": 1, "version": "test", "config": cfg.to_dict(), "model": model.state_dict(), "step": 0, "best_valid": 1.0, "elapsed_s": 0.0}
+    save_checkpoint(tmp_path / "grand2.pt", state)
+    grand = pianosynth.load(tmp_path / "grand2.pt", threads=1)
+    result = grand.render_to_file(piece, tmp_path / "grand.flac", bits="24", gain_db=0.0)
+    audio, sr = sf.read(result.path, always_2d=True)  # (samples, 2)
+    assert sr == 48000 and audio.shape[1] == 2 and result.channels == 2
+    assert np.abs(audio[:, 0] - audio[:, 1]).max() > 1e-4  # two channels of their own, not a copy
+    assert result.loudness_lufs == pytest.approx(pyloudnorm_lufs(audio.T, sr), abs=1e-3)
+    # a mono fold on request: the mean of the channels
+    mono = grand.render_result(piece, gain_db=0.0, channels=1)
+    np.testing.assert_allclose(mono.audio[0], audio.mean(axis=1), atol=2**-22)

@@ -6,12 +6,15 @@
 #   EXTRA_DEBIAN_PACKAGES            more, e.g. chromium for the listening-page browser test
 # Runs apt-get as root, or through sudo when that needs no password; otherwise it prints the one
 # command the user should run, and fails.
+# With the argument "venv", only python3-venv (what `make demo` needs: rendering uses no FluidSynth).
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 need=()
-command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
-[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
-[ -f /usr/share/sounds/sf3/MuseScore_General.sf3 ] || need+=(musescore-general-soundfont)
+if [ "${1:-all}" != venv ]; then
+  command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
+  [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+  [ -f /usr/share/sounds/sf3/MuseScore_General.sf3 ] || need+=(musescore-general-soundfont)
+fi
 "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 for pkg in ${EXTRA_DEBIAN_PACKAGES:-}; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

@@ -289,3 +289,39 @@ def test_batch_refuses_two_inputs_for_one_output(piece, tmp_path):
     proc = cli("synthesize", str(tmp_path / "x" / "same.mid"), str(tmp_path / "y" / "same.mid"), "--out-dir", str(tmp_path / "o"))
     assert proc.returncode == 1 and "would both be written to" in proc.stderr.decode()
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# A new user's papercuts: file objects, dir(), --format with -o
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_binary_file_object_renders_like_the_path(synth, piece):
+    expected, _ = synth.render(piece)
+    from_buffer, _ = synth.render(io.BytesIO(piece.read_bytes()))
+    with open(piece, "rb") as f:
+        from_file, _ = synth.render(f)
+    assert np.array_equal(from_buffer, expected) and np.array_equal(from_file, expected)
+    with pytest.raises(MidiError, match="^<bytes>: "):
+        synth.render(io.BytesIO(b"junk"))
+    with open(piece, encoding="latin-1") as text, pytest.raises(MidiError, match=r"binary mode \('rb'\)"):
+        synth.render(text)
+
+
+def test_dir_lists_the_public_names_the_package_loads_on_first_use():
+    names = dir(pianosynth)
+    assert {"load", "Synth", "shipped_models", "__version__"} <= set(names)
+    assert names == sorted(names)
+
+
+def test_format_and_o_agree_or_say_why_not(synth, piece, tmp_path):
+    proc = cli("synthesize", str(piece), "-o", "-", "--format", "flac", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout[:4] == b"fLaC"
+    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="int16")
+    expected, _ = synth.render(piece)
+    assert sr == 16000 and np.array_equal(audio, to_int16(expected[0])[0])  # FLAC is lossless
+    assert cli("synthesize", str(piece), "-o", "-", "--threads", "1").stdout[:4] == b"RIFF"  # WAV by default
+    bad = cli("synthesize", str(piece), "-o", str(tmp_path / "x.wav"), "--format", "flac")
+    assert bad.returncode == 1 and not (tmp_path / "x.wav").exists()
+    assert bad.stderr.decode().strip() == f"error: -o {tmp_path / 'x.wav'} and --format flac disagree; give the file a .flac suffix, or leave --format out"

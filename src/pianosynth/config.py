@@ -37,7 +37,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Names the library registers elsewhere (model.CELLS, decoders.DECODERS, losses.LOSSES), repeated
 # here so that a config is checked without importing torch; tests/test_config.py keeps them equal.
 CELLS = ("gru", "lstm", "rnn")
-DECODERS = ("ddsp", "frames", "istft", "voices")
+DECODERS = ("ddsp", "frames", "grand", "istft", "voices")
 WINDOWS = ("ola", "rect")
 LOSSES = ("complex", "l1", "logmag", "mrstft", "mse")
 MAX_HIDDEN = 4096  # hidden units per direction: 4096 is ~100M weights a layer pair, far past any use here

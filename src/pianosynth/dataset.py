@@ -163,13 +163,18 @@ def select_subset(
 ) -> list[SourceFile]:
     """Takes a deterministic subset: files in hashed order until ``limit`` files or ``max_hours``.
 
-    The hashed order mixes splits in proportion to their size, so a small subset still has
-    train, valid and test files. Durations not known from splits.csv are read from the MIDI
-    (unreadable files count as zero; prepare skips them later with their reason).
+    Stratified by split: the first file of each split (in the hashed order; train, then valid,
+    then test) comes first, so any subset of 3 or more files has every split the sources have;
+    the rest follow in the hashed order, which mixes splits in proportion to their size. A file
+    keeps its split (splits.csv's, or its hash's): only the choice of files is stratified.
+    Durations not known from splits.csv are read from the MIDI (unreadable files count as zero;
+    prepare skips them later with their reason).
     """
     order = sorted(sources, key=lambda s: _hash_fraction("order:" + s.rel))
     if limit is None and max_hours is None:
         return sorted(order, key=lambda s: s.rel)
+    leaders = [next(s for s in order if s.split == split) for split in SPLITS if any(s.split == split for s in order)]
+    order = leaders + [s for s in order if s not in leaders]
     chosen, total_s = [], 0.0
     for src in order:
         if limit is not None and len(chosen) >= limit:
@@ -207,9 +212,10 @@ def file_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_key(sources: list[SourceFile], cfg: Config) -> str:
+def cache_key(sources: list[SourceFile], cfg: Config, limits=None) -> str:
     """Hash of (file list, feature config, render config): the cache folder's identity. A cache
-    of recordings adds the audio files and the recordings' settings."""
+    of recordings adds the audio files and the recordings' settings (``limits``: a
+    ``recordings.Limits``, None for its defaults)."""
     key = {
         "version": CACHE_VERSION,
         "files": [(s.rel, s.split) for s in sources],
@@ -217,10 +223,10 @@ def cache_key(sources: list[SourceFile], cfg: Config) -> str:
         "render": cfg.to_dict()["render"],
     }
     if cfg.render.source == "recorded":
-        from .recordings import settings
+        from .recordings import Limits, settings
 
         key["audio"] = [s.audio_rel for s in sources]
-        key["recordings"] = settings()
+        key["recordings"] = settings(limits or Limits())
     if cfg.render.source == "sfizz":
         key["grand"] = _grand_identity()
     return stable_hash(key)
@@ -251,7 +257,8 @@ def save_json(path: Path, data: dict) -> None:
 
 
 def prepare_piece(
-    src: SourceFile, pieces_dir: Path, features: FeatureConfig, render_cfg: RenderConfig, max_seconds: float | None = MAX_SECONDS
+    src: SourceFile, pieces_dir: Path, features: FeatureConfig, render_cfg: RenderConfig, max_seconds: float | None = MAX_SECONDS,
+    limits=None,
 ) -> dict:
     """Features + reference audio for one file, written into ``pieces_dir``; returns its record.
 
@@ -261,9 +268,10 @@ def prepare_piece(
 
     With ``render_cfg.source == "recorded"`` the reference is ``src.audio``, aligned to the MIDI and
     levelled (``recordings.reference_from_recording``); a recording that is missing, unreadable,
-    misaligned or of another length skips the piece with its reason.
+    misaligned or of another length (``limits``: a ``recordings.Limits``, None for its defaults)
+    skips the piece with its reason.
     """
-    from .recordings import RecordingError, reference_from_recording
+    from .recordings import Limits, RecordingError, reference_from_recording
     from .render import RenderLimitError, render, to_int16
 
     pid = piece_id(src.rel)
@@ -290,7 +298,8 @@ def prepare_piece(
         try:
             # aligned to the note table's onsets: the clock of the notes the decoders are given
             y, corrections = reference_from_recording(
-                src.audio, notes[:, 2], notes[:, 1], perf.end_s, features.sample_rate, n_samples, src.audio_rel or src.rel
+                src.audio, notes[:, 2], notes[:, 1], perf.end_s, features.sample_rate, n_samples, src.audio_rel or src.rel,
+                limits or Limits(),
             )  # fmt: skip
         except RecordingError as e:
             return skip(e)
@@ -356,8 +365,13 @@ def _quiet_worker() -> None:
     # may start workers from its handler thread; a full test run once hung on a pool whose worker
     # had been killed that way. A worker whose prepare is killed gets EOF on its task pipe and
     # exits; its FluidSynth dies with it (render.run_bounded).
-    # Pool.terminate sends SIGTERM: exit through Python so temporary folders are removed
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # Pool.terminate sends SIGTERM: exit through Python so temporary folders are removed (and a
+    # sfizz process ended, render.close_sfizz); a second SIGTERM must not break that clean-up
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
@@ -423,13 +437,15 @@ def prepare(
     progress: Callable[[Iterator, int], Iterator] | None = None,
     max_seconds: float | None = MAX_SECONDS,
     verify: bool = False,
+    limits=None,
 ) -> Path:
     """Builds (or finishes) the cache for ``sources`` and returns its folder.
 
     Pieces already finished by an earlier, interrupted run are kept and not redone, unless their
     arrays fail ``check_piece_arrays`` (with ``verify``, their hashes too, and a recording's hash
     against its file's): those are redone, as are pieces skipped under another ``max_seconds``. ``progress(iterator, total)`` may wrap the
-    iterator of finished pieces (e.g. with tqdm).
+    iterator of finished pieces (e.g. with tqdm). ``limits`` (a ``recordings.Limits``; None: its
+    defaults) bounds a recording's lead-in and tail.
     """
     from .render import check_renderer, remove_stale_render_folders
 
@@ -439,7 +455,7 @@ def prepare(
         # fail before any work if FluidSynth or the SoundFont, sfizz or the grand's samples are missing
         check_renderer(cfg.render)
     remove_stale_render_folders()  # left by a run killed with -9
-    cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg)}"
+    cache_dir = Path(cache_root) / f"{name}-{cache_key(sources, cfg, limits)}"
     pieces_dir = cache_dir / "pieces"
     pieces_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(pieces_dir)  # left behind by a killed run (fileio)
@@ -463,7 +479,7 @@ def prepare(
         if rec is not None:
             records[src.rel] = rec
         else:
-            todo.append((src, pieces_dir, cfg.features, cfg.render, max_seconds))
+            todo.append((src, pieces_dir, cfg.features, cfg.render, max_seconds, limits))
     check_disk_space([src for src, *_ in todo], cache_dir, cfg.features)
     if todo:
         if jobs > 1 and len(todo) > 1:
@@ -491,9 +507,9 @@ def prepare(
         ],
     }
     if cfg.render.source == "recorded":
-        from .recordings import settings
+        from .recordings import Limits, settings
 
-        manifest["recordings"] = settings()
+        manifest["recordings"] = settings(limits or Limits())
     if cfg.render.source == "sfizz":
         manifest["grand"] = _grand_identity()
     save_json(cache_dir / MANIFEST, manifest)

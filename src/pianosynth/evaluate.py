@@ -25,6 +25,21 @@ by the noise floor of its output format (issue 14):
   run as ``synthesize`` runs it (``Synth.blocks``: 30-second chunks with 2 s of context, split
   between ``threads`` threads of one torch thread each) over the clip and 4 s of real context
   on either side, so the context counts against the speed.
+
+On a cache whose reference is stereo (the concert grand, issue 18), those columns stay exactly as
+defined above, on the mid signal (L+R)/2 resampled to 16 kHz and not level matched, so that they
+compare with every published figure; and a second set is added, at the cache's own rate (48 kHz),
+after one gain per clip has scaled each system to the reference's level (``match_level``: the RMS
+over both channels; a level is a user's knob, not timbre). A mono system is copied into both
+channels, and a system at another rate is resampled to the cache's:
+
+- ``mrstft_floor80_lr``: ``mrstft_floor80`` with FFT sizes 1024, 2048, 4096 at 48 kHz
+  (``losses.fft_sizes_for``; 512, 1024, 2048 at 16 kHz), taken on each channel, then averaged;
+- ``mrstft_floor80_mid``: the same on the mid signal (L+R)/2;
+- ``ild_db``: the mean inter-channel level difference error in dB, FFT size 2048 at 48 kHz, over
+  the bins within 60 dB of their frame's peak and above the -80 dB floor
+  (``losses.interchannel_level_error``);
+- ``loudness_r_mid`` and ``note_f1_mid``: loudness r and note F1 of the level-matched mid.
 """
 
 from __future__ import annotations
@@ -41,11 +56,17 @@ import numpy as np
 import pretty_midi
 import torch
 
-from .config import FeatureConfig, RenderConfig
+from .config import DEFAULT_SOUNDFONT, FeatureConfig, RenderConfig
 from .dataset import Cache
 from .features import compute_features, compute_notes
 from .fileio import atomic_write
-from .losses import MultiResolutionSTFTDistance, log_spectral_distance
+from .losses import (
+    MultiResolutionSTFTDistance,
+    fft_sizes_for,
+    interchannel_level_error,
+    log_spectral_distance,
+    per_channel_distance,
+)
 from .midi import Note, Performance, read_midi
 from .render import to_int16
 
@@ -53,6 +74,9 @@ EVAL_SR = 16000
 MUSESCORE_SOUNDFONT = "/usr/share/sounds/sf3/MuseScore_General.sf3"
 METRICS = ("mrstft", "mrstft_floor80", "lsd", "loudness_r", "note_f1")
 FLOOR_DB = -80.0  # mrstft_floor80's log floor, relative to a full-scale sinusoid's peak bin
+# the stereo evaluation's columns (issue 18), after level matching; and each clip's gain in dB
+STEREO_METRICS = ("mrstft_floor80_lr", "mrstft_floor80_mid", "ild_db", "loudness_r_mid", "note_f1_mid")
+ILD_RANGE_DB = 60.0  # ild_db counts the bins within this range of their frame's peak
 
 
 class EvaluationError(RuntimeError):
@@ -105,13 +129,56 @@ def clip_notes(perf: Performance, clip: Clip) -> list[Note]:
 
 
 def resample(audio: np.ndarray, sr_from: int, sr_to: int = EVAL_SR) -> np.ndarray:
-    """Band-limited polyphase resampling. audio: (samples,) -> (samples * sr_to / sr_from,)"""
+    """Band-limited polyphase resampling along the last axis.
+
+    audio: (..., samples) -> (..., samples * sr_to / sr_from)
+    """
     if sr_from == sr_to:
         return audio.astype(np.float32)
     from scipy.signal import resample_poly
 
     g = math.gcd(sr_from, sr_to)
-    return resample_poly(audio, sr_to // g, sr_from // g).astype(np.float32)
+    return resample_poly(audio, sr_to // g, sr_from // g, axis=-1).astype(np.float32)
+
+
+def channels_first(audio: np.ndarray) -> np.ndarray:
+    """A system's or the cache's audio as the library holds it: (samples,) mono or (samples,
+    channels) as ``render.render`` and the cache give it -> (channels, samples) float32."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        return audio[None]
+    if audio.ndim == 2:
+        return np.ascontiguousarray(audio.T)
+    raise ValueError(f"expected audio of shape (samples,) or (samples, channels), got {audio.shape}")
+
+
+def to_stereo(audio: np.ndarray) -> np.ndarray:
+    """(channels, samples) -> (2, samples): a mono signal is copied into both channels."""
+    if audio.shape[0] == 1:
+        return np.repeat(audio, 2, axis=0)
+    if audio.shape[0] != 2:
+        raise ValueError(f"expected 1 or 2 channels, got {audio.shape[0]}")
+    return audio
+
+
+def mixdown(audio: np.ndarray) -> np.ndarray:
+    """The mid signal, the mean of the channels: (samples,) or (samples, channels) -> (samples,)"""
+    audio = np.asarray(audio, dtype=np.float32)
+    return audio if audio.ndim == 1 else audio.mean(axis=1, dtype=np.float32)
+
+
+def match_level(audio: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, float]:
+    """One gain that gives ``audio`` the RMS (over all channels) of ``ref``: a level is a user's
+    knob, not timbre, so the stereo columns do not score it. A silent ``audio`` is left as it is.
+
+    audio, ref: (channels, samples) -> (audio scaled, the gain in dB)
+    """
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    ref_rms = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64))))
+    if rms <= 0 or ref_rms <= 0:
+        return audio, 0.0
+    gain = ref_rms / rms
+    return (audio * np.float32(gain)).astype(np.float32), 20 * math.log10(gain)
 
 
 def as_pcm16(audio: np.ndarray) -> np.ndarray:
@@ -119,7 +186,7 @@ def as_pcm16(audio: np.ndarray) -> np.ndarray:
     multiples of 1/32767, exactly as ``prepare`` stores the reference (``render.to_int16``) and
     reads it back (/ 32767). The reference passes through unchanged.
 
-    audio: (samples,) -> (samples,) float32
+    audio: any shape, e.g. (samples,) or (samples, channels) -> the same shape, float32
     """
     return to_int16(np.asarray(audio, dtype=np.float32))[0].astype(np.float32) / np.float32(32767.0)
 
@@ -138,6 +205,41 @@ def spectral_metrics(audio: np.ndarray, ref: np.ndarray) -> dict:
             "mrstft_floor80": float(_MRSTFT_FLOORED(a, r)[0]),
             "lsd": float(log_spectral_distance(a, r)[0]),
         }
+
+
+_STEREO_DISTANCES: dict[int, MultiResolutionSTFTDistance] = {}
+
+
+def stereo_metrics(audio: np.ndarray, ref: np.ndarray, sr: int) -> dict:
+    """The stereo columns' spectral part: floored MR-STFT per channel and on the mid, and the
+    inter-channel level error, of ``audio`` against ``ref``, both (2, samples) at ``sr`` (level
+    matching is the caller's: ``match_level``)."""
+    if sr not in _STEREO_DISTANCES:
+        _STEREO_DISTANCES[sr] = MultiResolutionSTFTDistance(fft_sizes_for(sr), per_example=True, floor_db=FLOOR_DB)
+    distance = _STEREO_DISTANCES[sr]
+    a, r = torch.from_numpy(np.ascontiguousarray(audio))[None], torch.from_numpy(np.ascontiguousarray(ref))[None]
+    with torch.no_grad():
+        return {
+            "mrstft_floor80_lr": float(per_channel_distance(distance, a, r)[0]),
+            "mrstft_floor80_mid": float(distance(a.mean(dim=1), r.mean(dim=1))[0]),
+            "ild_db": float(interchannel_level_error(a, r, n_fft=fft_sizes_for(sr)[1], range_db=ILD_RANGE_DB, floor_db=FLOOR_DB)[0]),
+        }
+
+
+def stereo_scores(
+    audio: np.ndarray, ref: np.ndarray, sr: int, notes: list[Note] | None = None, transcriber: "BasicPitch | None" = None
+) -> tuple[np.ndarray, dict]:
+    """Every stereo column of one clip: ``audio`` scaled to the level of ``ref`` (``match_level``),
+    then ``stereo_metrics``, and loudness r and note F1 (with a transcriber) on the mid signal.
+
+    audio, ref: (2, samples) at ``sr`` -> (audio level matched, {column: value, "gain_db": dB})
+    """
+    audio, gain_db = match_level(audio, ref)
+    row = {"gain_db": gain_db, **stereo_metrics(audio, ref, sr)}
+    mid, ref_mid = audio.mean(axis=0), ref.mean(axis=0)
+    row["loudness_r_mid"] = loudness_correlation(mid, ref_mid, sr)
+    row["note_f1_mid"] = onset_f1(notes or [], transcriber.transcribe(mid, sr)) if transcriber else float("nan")
+    return audio, row
 
 
 def frame_rms_db(audio: np.ndarray, sr: int = EVAL_SR, frame_s: float = 0.05) -> np.ndarray:
@@ -222,7 +324,8 @@ class BasicPitch:
 
 @dataclass
 class System:
-    """A named way of turning a clip into audio: returns (audio at ``sr``, compute seconds)."""
+    """A named way of turning a clip into audio: returns (audio at ``sr``, compute seconds), the
+    audio (samples,) mono or (samples, channels), as ``render.render`` returns it."""
 
     name: str
     kind: str  # "model", "baseline" or "reference"
@@ -233,21 +336,42 @@ class System:
 
 def system_output(system: System, clip: Clip) -> tuple[np.ndarray, float]:
     """The one path from every system, reference included, to the metrics: its audio as a 16-bit
-    file at its own rate would hold it, then resampled to 16 kHz.
+    file at its own rate would hold it, mixed to mono, then resampled to 16 kHz.
 
     Returns (audio (samples,) at EVAL_SR, compute seconds).
     """
+    mono, _, compute_s = system_outputs(system, clip)
+    return mono, compute_s
+
+
+def system_outputs(system: System, clip: Clip, stereo_sr: int | None = None) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """``system_output``'s path, rendering once: the mono audio at 16 kHz and, with ``stereo_sr``,
+    the same 16-bit audio as (2, samples) at that rate (a mono system copied into both channels),
+    not yet level matched.
+
+    Returns (mono (samples,) at EVAL_SR, stereo (2, samples) at stereo_sr or None, compute seconds).
+    """
     audio, compute_s = system.render(clip)
-    return resample(as_pcm16(audio), system.sr), compute_s
+    pcm = as_pcm16(audio)
+    stereo = None if stereo_sr is None else to_stereo(resample(channels_first(pcm), system.sr, stereo_sr))
+    return resample(mixdown(pcm), system.sr), stereo, compute_s
 
 
 class _Pieces:
-    """Source MIDI and full-piece FluidSynth renders, computed once per piece and reused."""
+    """Source MIDI, and renders of each piece up to the end of its last clip, computed once per
+    piece: the last piece's render of each setting is kept (``choose_clips`` gives a piece's clips
+    one after another), since a piece at 48 kHz stereo takes hundreds of MB.
 
-    def __init__(self, cache: Cache):
+    ``until_s``: piece file -> the end of its last clip, in seconds. A renderer plays events in
+    order, and notes that start later cannot sound earlier, so a render of the notes that start
+    before that end, that long, equals the whole render there (a test checks it for FluidSynth);
+    it saves about half of each baseline's rendering."""
+
+    def __init__(self, cache: Cache, until_s: dict[str, float] | None = None):
         self.cache = cache
+        self.until_s = until_s or {}
         self._perf: dict[str, Performance] = {}
-        self._renders: dict[tuple, np.ndarray] = {}
+        self._renders: dict[tuple, tuple[str, np.ndarray]] = {}
 
     def perf(self, piece: dict) -> Performance:
         if piece["file"] not in self._perf:
@@ -260,23 +384,32 @@ class _Pieces:
         return self._perf[piece["file"]]
 
     def rendered(self, piece: dict, render_cfg: RenderConfig, velocity: int | None) -> np.ndarray:
-        """The whole piece through FluidSynth (optionally with every velocity set), float32."""
+        """The whole piece through ``render.render`` with ``render_cfg`` (FluidSynth or sfizz, at
+        the cache's rate and channels; optionally with every velocity set), float32 (samples,) or
+        (samples, channels)."""
         from .render import render
 
-        key = (piece["file"], render_cfg, velocity)
-        if key not in self._renders:
+        key = (render_cfg, velocity)
+        if key not in self._renders or self._renders[key][0] != piece["file"]:
+            self._renders.pop(key, None)  # free the last piece's audio before rendering the next
             perf = self.perf(piece)
             if velocity is not None:
                 perf = with_velocity(perf, velocity)
             fc = self.cache.features
-            self._renders[key] = render(perf, render_cfg, fc, piece["frames"] * fc.hop_samples)
-        return self._renders[key]
+            n = piece["frames"] * fc.hop_samples
+            until_s = self.until_s.get(piece["file"])
+            if until_s is not None and any(note.start_s < until_s for note in perf.notes):
+                perf = replace(perf, notes=[note for note in perf.notes if note.start_s < until_s])
+                n = min(n, int(math.ceil(until_s * fc.sample_rate)))
+            self._renders[key] = piece["file"], render(perf, render_cfg, fc, n)
+        return self._renders[key][1]
 
 
 def _cut(audio: np.ndarray, clip: Clip, sr: int) -> np.ndarray:
+    """The clip's samples of a whole piece, zero-padded past its end: (samples, ...) -> (n, ...)"""
     lo = int(round(clip.start_s * sr))
     n = int(round(clip.seconds * sr))
-    out = np.zeros(n, dtype=np.float32)
+    out = np.zeros((n, *audio.shape[1:]), dtype=np.float32)
     seg = audio[lo : lo + n]
     out[: len(seg)] = seg
     return out
@@ -289,7 +422,10 @@ def with_velocity(perf: Performance, velocity: int) -> Performance:
 
 def instrument_label(render_cfg: RenderConfig, soundfont: str = "FluidR3") -> str:
     """A baseline's sound in a label: "FluidR3 grand" for the piano, else the General MIDI name
-    of the cache's program (e.g. "FluidR3 Harpsichord")."""
+    of the cache's program (e.g. "FluidR3 Harpsichord"); the concert grand that sfizz plays is
+    "Salamander grand"."""
+    if render_cfg.source == "sfizz":
+        return "Salamander grand"
     if render_cfg.program == 0:
         return f"{soundfont} grand"
     return f"{soundfont} {pretty_midi.program_to_instrument_name(render_cfg.program)}"
@@ -303,8 +439,27 @@ def reference_system(cache: Cache) -> System:
         _, y = cache.load(clip.piece)
         return _cut(np.asarray(y, dtype=np.float32) / 32767.0, clip, sr), 0.0
 
-    recorded = cache.render.source == "recorded"
-    return System("reference (recording)" if recorded else f"reference ({instrument_label(cache.render)})", "reference", render, sr)
+    label = {"recorded": "recording", "sfizz": "Salamander grand, sfizz"}.get(cache.render.source, instrument_label(cache.render))
+    return System(f"reference ({label})", "reference", render, sr)
+
+
+def mono_mix_system(reference: System) -> System:
+    """The reference mixed to mono, (L+R)/2, played in both channels: what its stereo image is worth."""
+
+    def render(clip: Clip):
+        return mixdown(reference.render(clip)[0]), 0.0
+
+    return System(f"{reference.name.removeprefix('reference (').removesuffix(')')}, mixed to mono", "baseline", render, reference.sr)
+
+
+def shipped_fluidr3_model() -> Path | None:
+    """The shipped model that learned FluidR3's grand at 16 kHz (today's default), if any."""
+    from .registry import shipped
+
+    for info in shipped().values():
+        if info.soundfont == Path(DEFAULT_SOUNDFONT).name and info.program == 0 and info.sample_rate == EVAL_SR:
+            return info.path
+    return None
 
 
 def silence_system() -> System:
@@ -324,7 +479,7 @@ def sine_system(pieces: _Pieces, reference: System) -> System:
         if inst.notes:
             synth = inst.synthesize(fs=EVAL_SR).astype(np.float32)[: len(audio)]
             audio[: len(synth)] = synth
-        ref = resample(reference.render(clip)[0], reference.sr)
+        ref = resample(mixdown(reference.render(clip)[0]), reference.sr)
         rms, ref_rms = np.sqrt(np.mean(audio**2)), np.sqrt(np.mean(ref**2))
         return (audio * (ref_rms / rms) if rms > 0 else audio), 0.0
 
@@ -382,6 +537,29 @@ def model_system(
     return System(f"{label} ({cfg.model.decoder}, {'+'.join(cfg.train.loss)}){flat}", "model", render, fc.sample_rate, weights)
 
 
+def grand_baselines(pieces: _Pieces, reference: System, threads: int | None = None, models: list = ()) -> list[System]:
+    """The yardsticks of a concert-grand cache (issue 18), all at its rate and channels unless
+    said: silence and sines as everywhere; the grand itself with every velocity at 64 (a bare
+    score's dynamics) and mixed to mono (its stereo image lost); FluidR3's and MuseScore
+    General's grands through FluidSynth; and the shipped 16 kHz model that learned FluidR3 (mono,
+    resampled and copied into both channels), unless it is among ``models`` already."""
+    cache = pieces.cache
+    systems = [
+        silence_system(),
+        sine_system(pieces, reference),
+        soundfont_system(pieces, f"{instrument_label(cache.render)}, every velocity 64", cache.render, velocity=64),
+        mono_mix_system(reference),
+        soundfont_system(pieces, "FluidR3 grand (FluidSynth)", RenderConfig(program=0)),
+        soundfont_system(pieces, "MuseScore General grand (FluidSynth)", RenderConfig(soundfont=MUSESCORE_SOUNDFONT, program=0)),
+    ]
+    from .synthesize import load, resolve_model
+
+    path = shipped_fluidr3_model()
+    if path is not None and all(resolve_model(m).resolve() != path.resolve() for m in models):
+        systems.append(model_system(path, pieces, name=f"shipped 16 kHz model ({path.stem})", synth=load(path, threads=threads)))
+    return systems
+
+
 # ---------------------------------------------------------------------------------------------
 # The evaluation
 # ---------------------------------------------------------------------------------------------
@@ -407,16 +585,18 @@ def evaluate(
     ``threads`` is what ``synthesize --threads`` would be for the models; ``flat_velocity`` adds,
     for each model that reads velocities, a second row with every velocity set to it (a bare
     score's input)."""
-    import soundfile as sf
-
     out = Path(out_dir)
-    (out / "audio").mkdir(parents=True, exist_ok=True)
-    (out / "img").mkdir(parents=True, exist_ok=True)
     chosen = choose_clips(cache, split, clips, seconds)
-    pieces = _Pieces(cache)
+    until_s: dict[str, float] = {}
+    for clip in chosen:
+        until_s[clip.piece["file"]] = max(until_s.get(clip.piece["file"], 0.0), clip.start_s + clip.seconds)
+    pieces = _Pieces(cache, until_s)
     ref = reference_system(cache)
     systems = [ref]
-    if baselines:
+    stereo = cache.features.channels == 2
+    if baselines and cache.render.source == "sfizz":
+        systems += grand_baselines(pieces, ref, threads=threads, models=models)
+    elif baselines:
         # the SoundFont render of the cache's settings: on a cache of recordings, what its user has
         # without learning anything (the render section there names the SoundFont, FluidR3 by default)
         rendered = replace(cache.render, source="fluidsynth")
@@ -441,36 +621,80 @@ def evaluate(
         if flat_velocity is not None and synth.config.features.velocity:
             systems.append(model_system(m, pieces, name=n, velocity=flat_velocity, synth=synth))
     transcriber = BasicPitch() if transcribe else None
+    return score_systems(
+        systems, chosen, lambda clip: clip_notes(pieces.perf(clip.piece), clip), out, cache.dir.name, split,
+        stereo_sr=cache.features.sample_rate if stereo else None, transcriber=transcriber, progress=progress,
+    )  # fmt: skip
 
+
+def score_systems(
+    systems: list[System],
+    chosen: list[Clip],
+    notes_of: Callable[[Clip], list[Note]],
+    out_dir: str | Path,
+    cache_name: str,
+    split: str,
+    stereo_sr: int | None = None,
+    transcriber: BasicPitch | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
+    """Scores every system on every clip against ``systems[0]``, the reference, and writes
+    metrics.json, metrics.md, index.html, and the audio and images the page shows.
+
+    ``notes_of(clip)``: the clip's input notes, in clip time. With ``stereo_sr``, the stereo
+    columns are added at that rate, and the page plays every system in stereo at that rate, level
+    matched; without it, as before issue 18: mono at 16 kHz."""
+    import soundfile as sf
+
+    out = Path(out_dir)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    ref = systems[0]
+    stereo = stereo_sr is not None
+    page_sr = stereo_sr if stereo else EVAL_SR
     rows: dict[str, list[dict]] = {s.name: [] for s in systems}
     clip_info = []
     for i, clip in enumerate(chosen):
         if progress:
             progress(i, len(chosen), f"{clip.name}: {clip.piece['file']} from {clip.start_s:.1f} s")
-        notes = clip_notes(pieces.perf(clip.piece), clip)
-        ref16 = system_output(ref, clip)[0]
+        notes = notes_of(clip)
+        ref16, ref_st, _ = system_outputs(ref, clip, stereo_sr)
         clip_info.append({"name": clip.name, "file": clip.piece["file"], "start_s": clip.start_s, "seconds": clip.seconds, "notes": len(notes)})
         plot_piano_roll(notes, clip.seconds, out / "img" / f"{clip.name}_roll.png")
         for si, system in enumerate(systems):
-            a16, compute_s = system_output(system, clip)
+            a16, a_st, compute_s = system_outputs(system, clip, stereo_sr)
             row = spectral_metrics(a16, ref16)
             row["loudness_r"] = loudness_correlation(a16, ref16)
             row["note_f1"] = onset_f1(notes, transcriber.transcribe(a16, EVAL_SR)) if transcriber else float("nan")
             row["speed"] = clip.seconds / compute_s if system.kind == "model" and compute_s > 0 else float("nan")
+            if stereo:
+                a_st, stereo_row = stereo_scores(a_st, ref_st, page_sr, notes, transcriber)
+                row.update(stereo_row)
             rows[system.name].append(row)
             tag = f"{clip.name}_s{si}"
-            sf.write(out / "audio" / f"{tag}.wav", np.clip(a16, -1, 1), EVAL_SR, subtype="PCM_16")
-            plot_spectrogram_small(a16, out / "img" / f"{tag}.png")
+            heard = a_st.T if stereo else a16  # the page plays what the stereo columns score: level matched
+            sf.write(out / "audio" / f"{tag}.wav", np.clip(heard, -1, 1), page_sr, subtype="PCM_16")
+            plot_spectrogram_small(a_st.mean(axis=0) if stereo else a16, out / "img" / f"{tag}.png", page_sr)
+        if i + 1 < len(chosen):  # an evaluation stopped early keeps the clips it finished
+            _write_result(out, cache_name, split, stereo, page_sr, systems, clip_info, rows, len(chosen))
     if progress:
         progress(len(chosen), len(chosen), "done")
-    summary = {name: _summarise(r) for name, r in rows.items()}
+    return _write_result(out, cache_name, split, stereo, page_sr, systems, clip_info, rows, len(chosen))
+
+
+def _write_result(out: Path, cache_name: str, split: str, stereo: bool, sr: int, systems: list[System], clip_info: list[dict],
+                  rows: dict[str, list[dict]], planned: int) -> dict:  # fmt: skip
+    """metrics.json, metrics.md and index.html for the clips done so far (of ``planned``)."""
     result = {
-        "cache": cache.dir.name,
+        "cache": cache_name,
         "split": split,
+        "stereo": stereo,
+        "sample_rate": sr,
         "clips": clip_info,
+        "clips_planned": planned,
         "systems": [{"name": s.name, "kind": s.kind, "sr": s.sr, **({"weights": s.weights} if s.weights else {})} for s in systems],
         "per_clip": rows,
-        "summary": summary,
+        "summary": {name: _summarise(r) for name, r in rows.items()},
         "definitions": __doc__,
     }
     _write_text(out / "metrics.json", json.dumps(result, indent=1, default=_nan_to_none))
@@ -485,7 +709,9 @@ def _nan_to_none(x):
 
 def _summarise(rows: list[dict]) -> dict:
     out = {}
-    for key in (*METRICS, "speed"):
+    for key in (*METRICS, "speed", *STEREO_METRICS, "gain_db"):
+        if not rows or key not in rows[0]:
+            continue
         vals = np.array([r[key] for r in rows], dtype=np.float64)
         vals = vals[np.isfinite(vals)]
         out[key] = {"mean": float(vals.mean()) if len(vals) else None, "std": float(vals.std()) if len(vals) else None, "n": int(len(vals))}
@@ -513,7 +739,31 @@ def metrics_table(result: dict) -> str:
         )
     n = len(result["clips"])
     secs = result["clips"][0]["seconds"] if n else 0
-    return f"{n} clips of {secs:g} s from the {result['split']} split of `{result['cache']}`; mean ± std over clips.\n\n" + head + "\n".join(lines) + "\n"
+    planned = result.get("clips_planned", n)
+    partial = f" (the evaluation stopped after {n} of {planned})" if planned > n else ""
+    text = f"{n} clips{partial} of {secs:g} s from the {result['split']} split of `{result['cache']}`; mean ± std over clips.\n\n" + head + "\n".join(lines) + "\n"
+    if result.get("stereo"):
+        text += "\n" + stereo_table(result)
+    return text
+
+
+def stereo_table(result: dict) -> str:
+    """The stereo columns (issue 18) as a markdown table, one row per system."""
+    khz = result["sample_rate"] / 1000
+    head = (
+        f"Stereo at {khz:g} kHz, each system first scaled by one gain per clip to the reference's level "
+        "(its mean in the last column); a mono system plays in both channels.\n\n"
+        "| system | MR-STFT floor −80 dB, per channel ↓ | MR-STFT floor −80 dB, mid ↓ | level difference error dB ↓ | "
+        "loudness r, mid ↑ | note F1, mid ↑ | gain dB |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    lines = []
+    for s in result["systems"]:
+        m = result["summary"][s["name"]]
+        lines.append(
+            f"| {s['name']} | {_fmt(m['mrstft_floor80_lr'], 3)} | {_fmt(m['mrstft_floor80_mid'], 3)} | {_fmt(m['ild_db'], 2)} | "
+            f"{_fmt(m['loudness_r_mid'], 3)} | {_fmt(m['note_f1_mid'], 3)} | {_fmt(m['gain_db'], 1)} |"
+        )
+    return head + "\n".join(lines) + "\n"
 
 
 def listening_page(result: dict) -> str:
@@ -523,6 +773,8 @@ def listening_page(result: dict) -> str:
 
     def md_to_html_table(md: str) -> str:
         rows = [r for r in md.splitlines() if r.startswith("|") and not r.startswith("| ---")]
+        if not rows:
+            return ""
         cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
         out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells[0]) + "</tr>"]
         for r in cells[1:]:
@@ -542,8 +794,19 @@ def listening_page(result: dict) -> str:
         "system's output (the reference's included) taken as the 16-bit PCM its file would hold. The floored "
         "MR-STFT treats bins more than 80 dB below a full-scale sinusoid as silent, so inaudible noise cannot move it; it compresses "
         "the bottom of the scale, so read it beside the unfloored one, never alone.</p>",
-        md_to_html_table(metrics_table(result)),
+        md_to_html_table(metrics_table({**result, "stereo": False})),
     ]
+    if result.get("stereo"):
+        khz = result["sample_rate"] / 1000
+        parts += [
+            f"<h2>Stereo at {khz:g} kHz, level matched</h2>",
+            f"<p>The players below play stereo at {khz:g} kHz. Before the stereo metrics, and in the players, every "
+            "system is scaled by <b>one gain per clip</b> that gives it the reference's level (RMS over both "
+            "channels; the mean gain is the last column): a level is a user's knob, not timbre. The table above is "
+            "not level matched: it is on the mid signal at 16 kHz, as every earlier evaluation. A mono system "
+            "plays in both channels.</p>",
+            md_to_html_table(stereo_table(result)),
+        ]
     for clip in result["clips"]:
         parts.append(
             f"<h2>{clip['name']}: {html.escape(clip['file'])}, {clip['start_s']:.1f}–{clip['start_s'] + clip['seconds']:.1f} s"
@@ -565,17 +828,18 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def plot_spectrogram_small(audio: np.ndarray, path: Path) -> None:
-    """A small spectrogram image (16 kHz audio) for the listening page."""
+def plot_spectrogram_small(audio: np.ndarray, path: Path, sr: int = EVAL_SR) -> None:
+    """A small spectrogram image for the listening page: (samples,) at ``sr``, up to sr / 2."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spec = torch.stft(torch.from_numpy(audio), 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
-    db = 20 * torch.log10(spec + 1e-5).numpy()
+    n_fft = fft_sizes_for(sr)[1]  # 1024 at 16 kHz: the same time span at any rate
+    spec = torch.stft(torch.from_numpy(np.ascontiguousarray(audio)), n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
+    db = 20 * torch.log10(spec * (1024 / n_fft) + 1e-5).numpy()  # the same dB scale at every size
     fig, ax = plt.subplots(figsize=(6, 1.6))
-    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0, extent=[0, len(audio) / EVAL_SR, 0, 8])
+    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0, extent=[0, len(audio) / sr, 0, sr / 2000])
     ax.set_ylabel("kHz")
     fig.tight_layout(pad=0.2)
     fig.savefig(path, dpi=80)

@@ -7,6 +7,8 @@ window, magnitudes of ``torch.stft`` on audio in [-1, 1], and natural logs of ``
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -57,6 +59,14 @@ class LogMagLoss(nn.Module):
         return torch.mean(torch.abs(torch.log(p + LOG_EPS) - torch.log(t + LOG_EPS)))
 
 
+def noise_magnitude(window: torch.Tensor, level_dbfs: float) -> float:
+    """RMS |STFT| per bin of white noise whose RMS is ``level_dbfs`` (Parseval: E|X_k|^2 =
+    a^2 * sum(window^2) for noise of RMS a). A floor for denominators that measure the target's
+    size, so that a silent crop (a rest, a piece's end) is compared with a quiet signal, not with
+    zero: spectral convergence over such a crop was 10^8 and more, from rounding noise."""
+    return 10 ** (level_dbfs / 20) * float(torch.sqrt((window**2).sum()))
+
+
 def full_scale_peak(window: torch.Tensor) -> float:
     """|STFT| of a full-scale sinusoid (amplitude 1) at its peak bin, for a window centred on a
     bin's frequency: ``sum(window) / 2``, which is ``n_fft / 4`` for a periodic Hann window."""
@@ -76,16 +86,27 @@ class MultiResolutionSTFTDistance(nn.Module):
     With 1e-5, a 16-bit file's rounding noise sits about 25 dB above the floor in every bin, so
     the log term partly measures whether two systems share a noise floor (issue 14).
 
+    ``sc_floor_dbfs=None`` (the default, and what ``evaluate`` publishes) divides SC by the
+    target's own norm, which is about zero on a silent crop. A level such as -60 floors that norm
+    at the norm of white noise of that RMS (``noise_magnitude``), so silent crops give finite
+    numbers; training and its validation use it. Crops louder than the floor are unchanged.
+
     pred, target: (batch, samples) -> scalar, or (batch,)
     """
 
     def __init__(
-        self, fft_sizes: tuple[int, ...] = (512, 1024, 2048), per_example: bool = False, floor_db: float | None = None
+        self,
+        fft_sizes: tuple[int, ...] = (512, 1024, 2048),
+        per_example: bool = False,
+        floor_db: float | None = None,
+        sc_floor_dbfs: float | None = None,
     ):
         super().__init__()
         self.stfts = nn.ModuleList(STFTMag(n) for n in fft_sizes)
         self.per_example = per_example
         self.floor_db = floor_db
+        # the floor of SC's denominator per bin, in |STFT| units, per FFT size (0: none)
+        self.sc_floor = [0.0 if sc_floor_dbfs is None else noise_magnitude(s.window, sc_floor_dbfs) for s in self.stfts]
         # eps per FFT size, in |STFT| units (the STFT of a size-n window grows with n)
         self.log_eps = [
             LOG_EPS if floor_db is None else 10 ** (floor_db / 20) * full_scale_peak(s.window) for s in self.stfts
@@ -94,12 +115,80 @@ class MultiResolutionSTFTDistance(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = 0.0
         dims = (1, 2) if self.per_example else (0, 1, 2)
-        for stft, eps in zip(self.stfts, self.log_eps):
+        for stft, eps, floor in zip(self.stfts, self.log_eps, self.sc_floor):
             p, t = stft(pred), stft(target)
-            sc = torch.sqrt(torch.sum((t - p) ** 2, dim=dims)) / torch.sqrt(torch.sum(t**2, dim=dims)).clamp_min(1e-12)
+            bins = t.numel() // (t.shape[0] if self.per_example else 1)  # elements in each norm
+            norm = torch.sqrt(torch.sum(t**2, dim=dims)).clamp_min(max(1e-12, floor * bins**0.5))
+            sc = torch.sqrt(torch.sum((t - p) ** 2, dim=dims)) / norm
             lm = torch.mean(torch.abs(torch.log(t + eps) - torch.log(p + eps)), dim=dims)
             total = total + sc + lm
         return total / len(self.stfts)
+
+
+def fft_sizes_for(sample_rate: int, base: tuple[int, ...] = (512, 1024, 2048)) -> tuple[int, ...]:
+    """FFT sizes for a sample rate: ``base`` at 16 kHz, doubled for each whole doubling of the rate
+    above it (22.05 and 24 kHz keep 512, 1024, 2048; 44.1 and 48 kHz take 1024, 2048, 4096), so
+    that each size spans about the same time at any rate (issue 18)."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    scale = 2 ** max(0, math.floor(math.log2(sample_rate / 16000) + 1e-9))
+    return tuple(n * scale for n in base)
+
+
+def per_channel_distance(distance: MultiResolutionSTFTDistance, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A per-example distance taken on each channel on its own, then averaged over channels.
+
+    pred, target: (batch, channels, samples) -> (batch,)
+    """
+    if pred.shape != target.shape or pred.dim() != 3:
+        raise ValueError(f"expected two (batch, channels, samples) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if not distance.per_example:
+        raise ValueError("per_channel_distance needs a distance built with per_example=True")
+    b, c, n = pred.shape
+    return distance(pred.reshape(b * c, n), target.reshape(b * c, n)).reshape(b, c).mean(dim=1)
+
+
+def interchannel_level_error(
+    pred: torch.Tensor, target: torch.Tensor, n_fft: int = 2048, range_db: float = 60.0, floor_db: float = -80.0
+) -> torch.Tensor:
+    """Mean inter-channel level difference error in dB (issue 18).
+
+    For each STFT bin (periodic Hann window of ``n_fft``, hop n_fft/4) the level difference is
+    ``ILD = 20 log10(max(|L|, eps) / max(|R|, eps))``, with eps the floor of the floored MR-STFT
+    (``floor_db`` below a full-scale sinusoid's peak bin, ``1e-4 * n_fft / 4`` at -80 dB): a
+    channel below the floor counts as at the floor, so that a silent channel costs a bounded
+    error, while levels above it count exactly (an added eps, as in the MR-STFT's log term,
+    would shrink the level differences of every bin a few dB above the floor). The error is the
+    mean of ``|ILD_pred - ILD_target|`` over the bins where the target's louder channel is within
+    ``range_db`` of its frame's peak bin (over both channels) and above that floor: the bins one
+    hears. A mono signal (ILD 0 everywhere) scores the mean |ILD| of the target; against two
+    independent noises of equal level that is ``10 log10(e) * 2 ln 2 =
+    20 log10 2 = 6.02 dB`` (each bin's power is exponential, the log of a ratio of two independent
+    unit exponentials is logistic, and its mean absolute value is 2 ln 2). NaN where no bin
+    qualifies (a silent target).
+
+    pred, target: (batch, 2, samples) -> (batch,)
+    """
+    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[1] != 2:
+        raise ValueError(f"expected two (batch, 2, samples) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    window = torch.hann_window(n_fft, periodic=True, device=pred.device, dtype=pred.dtype)
+    eps = 10 ** (floor_db / 20) * full_scale_peak(window)
+    b, _, n = pred.shape
+
+    def mag(y: torch.Tensor) -> torch.Tensor:
+        s = torch.stft(y.reshape(b * 2, n), n_fft, n_fft // 4, window=window, center=True, pad_mode="constant", return_complex=True)
+        return s.abs().reshape(b, 2, *s.shape[1:])  # (batch, 2, bins, frames)
+
+    p, t = mag(pred), mag(target)
+    p, t = p.clamp_min(eps), t.clamp_min(eps)
+    ild_p = 20 * torch.log10(p[:, 0] / p[:, 1])  # (batch, bins, frames)
+    ild_t = 20 * torch.log10(t[:, 0] / t[:, 1])
+    level = t.amax(dim=1)  # the target's louder channel, (batch, bins, frames)
+    peak = level.amax(dim=1, keepdim=True)  # each frame's peak bin, (batch, 1, frames)
+    heard = (level >= peak * 10 ** (-range_db / 20)) & (level > eps)
+    count = heard.sum(dim=(1, 2))
+    total = torch.where(heard, (ild_p - ild_t).abs(), torch.zeros_like(ild_p)).sum(dim=(1, 2))
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
 
 
 def log_spectral_distance(pred: torch.Tensor, target: torch.Tensor, n_fft: int = 2048) -> torch.Tensor:
@@ -123,16 +212,21 @@ class ComplexSTFTLoss(nn.Module):
     512, 1024 and 2048 (hop size/4), each normalised by the target's mean magnitude so that the
     term does not vanish on quiet audio. Magnitude-only losses are blind to a sign flip or a
     drifting phase; this one is not, which pushes the decoder towards consistent phase from one
-    window to the next.
+    window to the next. ``scale_floor_dbfs`` floors that mean magnitude at white noise of that
+    RMS (``noise_magnitude``; None: 1e-7 as before), so that a silent crop gives no huge term.
 
     pred, target: (batch, samples) -> scalar
     """
 
-    def __init__(self, fft_sizes: tuple[int, ...] = (512, 1024, 2048)):
+    def __init__(self, fft_sizes: tuple[int, ...] = (512, 1024, 2048), scale_floor_dbfs: float | None = None):
         super().__init__()
         self.sizes = fft_sizes
         for n in fft_sizes:
             self.register_buffer(f"window_{n}", torch.hann_window(n, periodic=True), persistent=False)
+        self.scale_floor = {
+            n: 1e-7 if scale_floor_dbfs is None else noise_magnitude(torch.hann_window(n, periodic=True), scale_floor_dbfs)
+            for n in fft_sizes
+        }
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = 0.0
@@ -140,7 +234,7 @@ class ComplexSTFTLoss(nn.Module):
             w = getattr(self, f"window_{n}")
             p = torch.stft(pred, n, n // 4, window=w, center=True, pad_mode="constant", return_complex=True)
             t = torch.stft(target, n, n // 4, window=w, center=True, pad_mode="constant", return_complex=True)
-            scale = t.abs().mean().clamp_min(1e-7)
+            scale = t.abs().mean().clamp_min(self.scale_floor[n])
             total = total + (torch.mean(torch.abs(p.real - t.real)) + torch.mean(torch.abs(p.imag - t.imag))) / scale
         return total / len(self.sizes)
 
@@ -164,13 +258,19 @@ LOSSES = {
 }
 
 
+# The terms whose denominators measure the target, and the option that floors them.
+FLOOR_OPTIONS = {"mrstft": "sc_floor_dbfs", "complex": "scale_floor_dbfs"}
+
+
 class WeightedLoss(nn.Module):
     """A weighted sum of named losses, e.g. ``{"logmag": 1.0, "mse": 100.0}``.
 
     ``forward`` returns the total; ``last_terms`` keeps each unweighted term for logging.
+    ``floor_dbfs`` (None: no floor) floors the terms that divide by the target's size at white
+    noise of that level (``FLOOR_OPTIONS``), so silent crops give finite losses.
     """
 
-    def __init__(self, weights: dict[str, float]):
+    def __init__(self, weights: dict[str, float], floor_dbfs: float | None = None):
         super().__init__()
         if not weights:
             raise ValueError("at least one loss is needed, e.g. {'logmag': 1.0}")
@@ -178,7 +278,8 @@ class WeightedLoss(nn.Module):
         if unknown:
             raise ValueError(f"unknown loss(es) {unknown}; known: {sorted(LOSSES)}")
         self.weights = {k: float(v) for k, v in weights.items()}
-        self.terms = nn.ModuleDict({k: LOSSES[k]() for k in weights})
+        floor = lambda k: {FLOOR_OPTIONS[k]: floor_dbfs} if floor_dbfs is not None and k in FLOOR_OPTIONS else {}  # noqa: E731
+        self.terms = nn.ModuleDict({k: LOSSES[k](**floor(k)) for k in weights})
         self.last_terms: dict[str, float] = {}
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,8 @@ class Encoder(nn.Module):
 class PianoSynth(nn.Module):
     """Feature frames -> waveform.
 
-    x: (batch, frames, in_channels) float in 0..1 -> y: (batch, frames * hop_samples)
+    x: (batch, frames, in_channels) float in 0..1 -> y: (batch, frames * hop_samples), or
+    (batch, channels, frames * hop_samples) from a multi-channel decoder (``grand``)
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class PianoSynth(nn.Module):
         dropout: float = 0.0,
         sample_rate: int = 16000,
         reverb_seconds: float = 0.0,
+        channels: int = 1,
     ):
         super().__init__()
         if decoder not in DECODERS:
@@ -86,7 +88,10 @@ class PianoSynth(nn.Module):
         self.in_channels = in_channels
         self.hop_samples = hop_samples
         self.encoder = Encoder(in_channels, cell, layers, hidden, bidirectional, dropout)
-        self.decoder = DECODERS[decoder](self.encoder.out_channels, hop_samples, sample_rate, window=window)
+        self.channels = channels
+        self.decoder = DECODERS[decoder](self.encoder.out_channels, hop_samples, sample_rate, window=window, channels=channels)
+        if reverb_seconds > 0 and channels != 1:
+            raise ValueError("a learned room (reverb_seconds > 0) is mono; set it to 0 for stereo")
         # a learned room for recordings (issue 12); absent, so a dry model's checkpoint is unchanged
         self.reverb = Reverb(sample_rate, reverb_seconds) if reverb_seconds > 0 else None
 
@@ -234,13 +239,14 @@ class PianoSynth(nn.Module):
         own place in the piece, so the blocks join exactly, without crossfades. Voices that have
         ended (``VoicesDecoder.voice_end``) are left out of a block.
 
-        x: (frames, in_channels), notes: (notes, 4) -> yields (samples,) blocks
+        x: (frames, in_channels), notes: (notes, 4) -> yields (samples,) blocks, or (channels,
+        samples) from a decoder of more than one channel
         """
         dec, hop = self.decoder, self.hop_samples
         n = x.shape[0]
         c = self.conditioning(x, chunk_frames, context_frames, crossfade_frames, max_batch_frames, workers)
         notes = torch.as_tensor(np.asarray(notes), dtype=torch.long).reshape(-1, 4)
-        ends = dec.voice_end(notes[:, 2], notes[:, 3])
+        ends = dec.voice_end(notes[:, 2], notes[:, 3], notes[:, 0])
         margin = dec.n_fft // hop + 2
         step = min(chunk_frames, block_frames)
         blocks = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
@@ -253,7 +259,9 @@ class PianoSynth(nn.Module):
             local[:, 2:] -= a * hop
             with torch.no_grad():  # grad mode is per thread
                 y = dec.render(c[None, a:z], local[None], torch.tensor([a]))[0]
-            return y[(lo - a) * hop : (hi - a) * hop]
+            if y.dim() == 2 and y.shape[0] == 1:
+                y = y[0]  # one channel: (samples,) blocks, as every mono decoder yields
+            return y[..., (lo - a) * hop : (hi - a) * hop]
 
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
@@ -302,4 +310,5 @@ def build_model(model_cfg, feature_cfg) -> PianoSynth:
         dropout=model_cfg.dropout,
         sample_rate=feature_cfg.sample_rate,
         reverb_seconds=model_cfg.reverb_seconds,
+        channels=feature_cfg.channels,
     )

@@ -6,7 +6,8 @@ its audio is made differs:
 1. **Decode** with soundfile (whatever libsndfile reads: WAV, FLAC, Ogg, MP3), block by block,
    **mix to mono** (the mean of the channels) and **resample** to the feature rate with soxr
    (``audio.Resampler``, soxr's HQ), so a long file is never held at its own rate.
-2. **Align**: a constant offset between the MIDI and the audio, up to ``MAX_OFFSET_S`` either way,
+2. **Align**: a constant offset between the MIDI and the audio (a lead-in), up to
+   ``Limits.max_lead_in_s`` either way (``prepare --max-lead-in``),
    is estimated by cross-correlating an onset-strength curve of the audio with the MIDI's note
    onsets (the note table's onsets, the reference's note clock), first on a 10 ms grid over the
    whole range, then on a 1 ms grid within ±30 ms of it with a parabolic peak. The audio is then
@@ -14,7 +15,8 @@ its audio is made differs:
 3. **Check**: a pair is refused, with its reason, where the best alignment is still poor
    (``MIN_ALIGNMENT``), where the recording stops more than ``MAX_LENGTH_DIFF_S`` before the
    MIDI's end, or where it still sounds (within ``AUDIBLE_DB`` of its loudest moment) more than
-   ``MAX_LENGTH_DIFF_S`` after it: silence or room tone after the music is allowed.
+   ``Limits.max_tail_s`` after it (``prepare --max-tail``): silence, room tone and a room's
+   reverberant tail after the music are allowed.
 4. **Level**: every piece is brought to ``LOUDNESS_LUFS`` integrated loudness (ITU-R BS.1770,
    ``audio.LoudnessMeter``) under the same -1 dBFS sample-peak ceiling that ``synthesize`` uses
    (``audio.choose_gain``), so no piece clips when it is stored as 16-bit PCM.
@@ -33,8 +35,12 @@ from pathlib import Path
 import numpy as np
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # in order of preference when a stem has several
-MAX_OFFSET_S = 1.0  # the largest constant MIDI-audio offset searched, either way
-MAX_LENGTH_DIFF_S = 2.0  # the recording may stop this much before the MIDI's end, or sound this much after it
+MAX_OFFSET_S = 1.0  # the default lead-in limit: the largest constant MIDI-audio offset searched, either way
+MAX_LENGTH_DIFF_S = 2.0  # the recording may stop this much before the MIDI's end
+# The default tail limit: how long the recording may still sound (within AUDIBLE_DB of its loudest
+# frame) after the MIDI's last event. A pedalled final chord in a real room rings on; 2 s refused
+# renders with reverb whose tails sounded 2.4 s past the end.
+MAX_TAIL_S = 10.0
 # The alignment score is the correlation (Pearson r) of the audio's onset strength with the MIDI's
 # onset curve at the best offset. FluidR3 renders of 12 ASAP pieces score 0.49 to 0.77 against their
 # own MIDI and -0.03 to 0.06 against another piece's (benchmarks/recordings.py fluidr3); the 101
@@ -45,6 +51,10 @@ MIN_ALIGNMENT = 0.3
 # cache measure -50.1 to -36.4 LUFS, median -42.8 (benchmarks/recordings.py loudness).
 LOUDNESS_LUFS = -43.0
 AUDIBLE_DB = -50.0  # sounding: a 50 ms frame within 50 dB of the loudest one
+# A tail after the MIDI's end must die away: a 50 ms frame this much louder than the quietest
+# audible frame before it (after the end) is a new sound, e.g. more music, not reverberation.
+# A piano's beating partials and a room's echoes move a decaying tail by a few dB, not by this.
+TAIL_RISE_DB = 15.0
 READ_BLOCK_SECONDS = 10.0
 
 COARSE_HOP_S = 0.01  # the first search's grid
@@ -60,11 +70,25 @@ class RecordingError(ValueError):
     """A recording that cannot be paired with its MIDI: unreadable, misaligned or of another length."""
 
 
-def settings() -> dict:
+@dataclass(frozen=True)
+class Limits:
+    """How far a recording may stray from its MIDI and still be used (``prepare`` options)."""
+
+    max_lead_in_s: float = MAX_OFFSET_S  # the largest offset searched, either way (--max-lead-in)
+    max_tail_s: float = MAX_TAIL_S  # how long it may sound after the MIDI's end (--max-tail)
+
+    def __post_init__(self) -> None:
+        for name, value, hi in (("max_lead_in_s", self.max_lead_in_s, 60.0), ("max_tail_s", self.max_tail_s, 600.0)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= hi):
+                raise ValueError(f"recordings: {name} must be in (0, {hi:g}] seconds, got {value}")
+
+
+def settings(limits: Limits = Limits()) -> dict:
     """What a recordings cache was made with (part of its identity and its manifest)."""
     return {
-        "max_offset_s": MAX_OFFSET_S,
+        "max_offset_s": limits.max_lead_in_s,
         "max_length_diff_s": MAX_LENGTH_DIFF_S,
+        "max_tail_s": limits.max_tail_s,
         "min_alignment": MIN_ALIGNMENT,
         "loudness_lufs": LOUDNESS_LUFS,
         "resampler": "soxr HQ",
@@ -309,13 +333,33 @@ def audible_end_s(audio: np.ndarray, sample_rate: int, frame_s: float = 0.05) ->
     return float((loud[-1] + 1) * n / sample_rate)
 
 
+def rise_after(audio: np.ndarray, sample_rate: int, start_s: float, frame_s: float = 0.05) -> tuple[float, float] | None:
+    """The first 50 ms frame after ``start_s`` that is ``TAIL_RISE_DB`` louder than the quietest
+    audible frame between ``start_s`` and it, as (its time in s, the rise in dB); None where the
+    audio only dies away. Frames quieter than ``AUDIBLE_DB`` below the loudest count as that
+    level, so that noise near silence is no rise. audio: (samples,)"""
+    n = max(1, round(frame_s * sample_rate))
+    frames = len(audio) // n
+    first = max(0, int(math.ceil(start_s * sample_rate / n)))
+    if frames - first < 2:
+        return None
+    rms = np.sqrt(np.mean(np.square(audio[: frames * n].reshape(frames, n), dtype=np.float64), axis=1))
+    if rms.max() <= 0:
+        return None
+    db = 20 * np.log10(np.maximum(rms, rms.max() * 10 ** (AUDIBLE_DB / 20)))[first:]
+    rise = db - np.minimum.accumulate(db)
+    over = np.flatnonzero(rise > TAIL_RISE_DB)
+    return (float((first + over[0]) * n / sample_rate), float(rise[over[0]])) if len(over) else None
+
+
 # ---------------------------------------------------------------------------------------------
 # One pair
 # ---------------------------------------------------------------------------------------------
 
 
 def reference_from_recording(audio_path: Path, onsets: np.ndarray, velocities: np.ndarray, midi_end_s: float,
-                             sample_rate: int, n_samples: int, name: str) -> tuple[np.ndarray, dict]:  # fmt: skip
+                             sample_rate: int, n_samples: int, name: str,
+                             limits: Limits = Limits()) -> tuple[np.ndarray, dict]:  # fmt: skip
     """A recording as a cache's reference audio, and what was done to it.
 
     Args:
@@ -324,6 +368,7 @@ def reference_from_recording(audio_path: Path, onsets: np.ndarray, velocities: n
         midi_end_s: the MIDI's last event.
         n_samples: the reference's length (the features' frames * hop).
         name: how errors name the pair.
+        limits: the lead-in and tail it may have.
 
     Returns:
         audio: (n_samples,) float32, aligned to the MIDI and levelled (within [-1, 1]);
@@ -342,16 +387,16 @@ def reference_from_recording(audio_path: Path, onsets: np.ndarray, velocities: n
         "audio_channels": dec.channels,
         "audio_seconds": round(dec.seconds, 6),
     }
-    al = estimate_offset(dec.audio, sample_rate, onsets, velocities)
+    al = estimate_offset(dec.audio, sample_rate, onsets, velocities, max_offset_s=limits.max_lead_in_s)
     record.update(offset_s=round(al.offset_s, 6), alignment=round(al.score, 4))
     if al.score < MIN_ALIGNMENT:
         raise RecordingError(
             f"{name}: the audio does not align with the MIDI (onset correlation {al.score:.2f} at the best "
             f"offset {al.offset_s:+.3f} s, below {MIN_ALIGNMENT}); another performance?"
         )
-    # Lengths, on the MIDI's clock. A recording may run on in silence or room tone after the music,
-    # so it is too long only where it still sounds MAX_LENGTH_DIFF_S past the MIDI's end; it is
-    # too short where it stops more than MAX_LENGTH_DIFF_S before.
+    # Lengths, on the MIDI's clock. A recording may run on in silence, room tone or the room's
+    # reverberation after the music, so it is too long only where it still sounds max_tail_s past
+    # the MIDI's end; it is too short where it stops more than MAX_LENGTH_DIFF_S before.
     end_s = len(dec.audio) / sample_rate - al.offset_s
     audible_s = audible_end_s(dec.audio, sample_rate) - al.offset_s
     record.update(audio_end_s=round(end_s, 3), audible_end_s=round(audible_s, 3))
@@ -360,10 +405,16 @@ def reference_from_recording(audio_path: Path, onsets: np.ndarray, velocities: n
             f"{name}: the audio ends {midi_end_s - end_s:.1f} s before the MIDI does (after aligning it), "
             f"the lengths differ by more than {MAX_LENGTH_DIFF_S:g} s"
         )
-    if audible_s > midi_end_s + MAX_LENGTH_DIFF_S:
+    rise = rise_after(dec.audio, sample_rate, midi_end_s + al.offset_s)
+    if rise is not None:
         raise RecordingError(
             f"{name}: the audio still sounds {audible_s - midi_end_s:.1f} s after the MIDI ends (after aligning it), "
-            f"the lengths differ by more than {MAX_LENGTH_DIFF_S:g} s"
+            f"and rises by {rise[1]:.0f} dB {rise[0] - al.offset_s - midi_end_s:.1f} s after the end: more music, not a tail"
+        )
+    if audible_s > midi_end_s + limits.max_tail_s:
+        raise RecordingError(
+            f"{name}: the audio still sounds {audible_s - midi_end_s:.1f} s after the MIDI ends (after aligning it), "
+            f"more than the {limits.max_tail_s:g} s tail allowed (prepare --max-tail)"
         )
     y = shift(dec.audio, int(round(al.offset_s * sample_rate)), n_samples)
     meter = LoudnessMeter(sample_rate)

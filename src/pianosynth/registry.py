@@ -57,11 +57,36 @@ class ModelInfo:
     bytes: int
     figures: dict | None = None  # {"mrstft", "loudness_r", "note_f1", "source": {...}} or None
     indexed: bool = True  # False: read from the checkpoint itself, not listed in index.json
+    data: str | None = None  # what it was trained on and the terms the weights inherit (index.json "data")
+
+    @property
+    def reference_credit(self) -> str:
+        """Who made the sampled instrument its reference audio was rendered with, and its licence."""
+        return reference_credit(self.soundfont)
 
     def figure(self, key: str, digits: int = 3) -> str:
         """A test figure as text, "-" where there is none."""
         value = (self.figures or {}).get(key)
         return "-" if value is None else f"{value:.{digits}f}"
+
+
+# The sampled instruments behind the references, by a part of the file's name (lowercase): their
+# makers and licences (FluidR3: /usr/share/doc/fluid-soundfont-gm/copyright).
+SAMPLED_INSTRUMENTS = (
+    ("fluidr3", "FluidR3 GM SoundFont by Frank Wen and contributors (MIT licence)"),
+    ("musescore_general", "MuseScore General SoundFont by S. Christian Collins (MIT licence)"),
+    ("salamander", "Salamander Grand Piano by Alexander Holm (CC BY 3.0)"),
+    ("grand.sfz", "Salamander Grand Piano by Alexander Holm (CC BY 3.0), played by sfizz"),  # prepare --reference grand
+)
+
+
+def reference_credit(soundfont: str) -> str:
+    """The maker and licence of the sampled instrument in ``soundfont`` (a file name)."""
+    key = Path(soundfont).name.lower()
+    for part, credit in SAMPLED_INSTRUMENTS:
+        if part in key:
+            return credit
+    return f"{Path(soundfont).name} (maker and licence not recorded here)"
 
 
 def models_dir() -> Path:
@@ -176,6 +201,7 @@ def _info(name: str, path: Path, entry: dict, indexed: bool) -> ModelInfo:
         name=name, path=path, program=int(entry["program"]), instrument=entry["instrument"], family=entry["family"],
         soundfont=entry["soundfont"], sample_rate=int(entry["sample_rate"]), preset=entry["preset"],
         decoder=entry["decoder"], bytes=int(entry["bytes"]), figures=entry.get("figures"), indexed=indexed,
+        data=entry.get("data"),
     )  # fmt: skip
 
 
@@ -344,9 +370,69 @@ def add_model(
         entry["figures"] = figures_from_metrics(results, system=system, weights=entry["weights"])
     elif old.get("figures") and old.get("weights") == entry["weights"]:
         entry["figures"] = old["figures"]  # the same weights keep their figures
+    if old.get("data") and old.get("weights") == entry["weights"]:
+        entry["data"] = old["data"]  # and what they were trained on
     index[name] = entry
     write_index(index, folder)
     return _info(name, dst, entry, indexed=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# When a score-mode model plays by itself (issue 19)
+# ---------------------------------------------------------------------------------------------
+
+# A score-mode model's figures hold, under this key, the test figures of its instrument's default
+# model fed velocity 64 everywhere (``evaluate --flat-velocity 64``) on the same test split: what
+# playing a one-velocity file with the default would score. The score model is chosen by itself
+# only where it beats them on both MR-STFT and loudness r (``score_model_verdict``).
+VELOCITY64 = "default_at_velocity_64"
+
+
+def record_velocity64_baseline(name: str, results: str | Path, system: str | None = None, folder: str | Path | None = None) -> ModelInfo:
+    """Records on score-mode model ``name``'s index entry the figures of its instrument's default
+    model fed velocity 64, read from that evaluation's ``metrics.json`` (their weights must be the
+    default's).
+
+    Raises:
+        RegistryError: no such model, not a score-mode model, no figures of its own, no default
+            model of its program, or figures of other weights.
+    """
+    folder = Path(folder) if folder is not None else models_dir()
+    index = read_index(folder)
+    entry = index.get(name)
+    if entry is None:
+        raise RegistryError(f"no model {name!r} in {folder / INDEX_NAME}")
+    if entry.get("preset") != "score":
+        raise RegistryError(f"{name!r} is a {entry.get('preset')}-mode model; the velocity-64 baseline is for score-mode models")
+    if not entry.get("figures"):
+        raise RegistryError(f"{name!r} has no test figures of its own to compare; export it with --results first")
+    defaults = [(n, e) for n, e in index.items() if e.get("program") == entry["program"] and e.get("preset") == "performance"]
+    defaults.sort(key=lambda ne: ne[0] != DEFAULT_MODEL)
+    if not defaults:
+        raise RegistryError(f"no performance-mode model of program {entry['program']} to be {name!r}'s baseline")
+    default_name, default = defaults[0]
+    figures = figures_from_metrics(results, system=system, weights=default.get("weights"))
+    figures["source"]["model"] = default_name
+    entry["figures"][VELOCITY64] = figures
+    write_index(index, folder)
+    return _info(name, folder / entry["file"], entry, indexed=True)
+
+
+def score_model_verdict(info: ModelInfo) -> tuple[bool, str]:
+    """Whether a score-mode model plays one-velocity files by itself: only where its recorded test
+    figures beat its instrument's default fed velocity 64 on both MR-STFT (lower) and loudness r
+    (higher). -> (verdict, the figures compared, as text)"""
+    figures = info.figures or {}
+    base = figures.get(VELOCITY64) or {}
+    keys = ("mrstft", "loudness_r")
+    if any(figures.get(k) is None or base.get(k) is None for k in keys):
+        return False, "no recorded test figures against its default at velocity 64"
+    beats = figures["mrstft"] < base["mrstft"] and figures["loudness_r"] > base["loudness_r"]
+    detail = (
+        f"test MR-STFT {figures['mrstft']:.3f} against {base['mrstft']:.3f}, "
+        f"loudness r {figures['loudness_r']:.3f} against {base['loudness_r']:.3f}"
+    )
+    return beats, detail
 
 
 def listing(models: dict[str, ModelInfo]) -> str:
@@ -362,4 +448,9 @@ def listing(models: dict[str, ModelInfo]) -> str:
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+    lines.append("")
+    lines.append("licences (the code is MIT; the weights carry their training data's terms):")
+    for m in models.values():
+        lines.append(f"  {m.name}: trained on {m.data or '(not recorded)'}")
+        lines.append(f"  {' ' * len(m.name)}  reference: {m.reference_credit}")
     return "\n".join(lines)

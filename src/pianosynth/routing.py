@@ -5,8 +5,9 @@ A synthesizer loaded with no model named (``pianosynth.load()``, ``synthesize`` 
 General MIDI program (``midi.split_by_program``) and gives each program a shipped model:
 
 1. a model whose ``render.program`` is that program: a performance-mode model, or, where the file
-   has no velocity variation (every note one velocity) and one is shipped, a score-mode model
-   (issue 13), with a message saying so;
+   has no velocity variation (every note one velocity) and one is shipped that beats its
+   instrument's default fed velocity 64 on both test MR-STFT and loudness r (issue 19,
+   ``registry.score_model_verdict``), a score-mode model (issue 13); a message says which;
 2. else the piano (the default model), with a warning naming the programs rendered that way.
 
 ``synthesize.Synth`` renders each part with its model and mixes them before the level stage. A
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .midi import PedalCurve, Performance, split_by_program
-from .registry import DEFAULT_MODEL, ModelInfo, instrument_name, shipped
+from .registry import DEFAULT_MODEL, ModelInfo, instrument_name, score_model_verdict, shipped
 
 
 @dataclass
@@ -47,14 +48,27 @@ def uniform_velocity(perf: Performance) -> bool:
 
 
 def choose(models: dict[str, ModelInfo], program: int, uniform: bool) -> ModelInfo | None:
-    """The shipped model for one program: score mode first for a file without dynamics, else
+    """The shipped model for one program: for a file without dynamics, a score-mode model that
+    beats its default fed velocity 64 (``registry.score_model_verdict``, issue 19), else
     performance mode first; the default model before others of its program; None if none."""
     matches = [m for m in models.values() if m.program == program]
     if not matches:
         return None
     want = "score" if uniform else "performance"
-    matches.sort(key=lambda m: (m.preset != want, m.name != DEFAULT_MODEL, m.name))
+
+    def wanted(m: ModelInfo) -> bool:
+        return m.preset == want and (m.preset != "score" or score_model_verdict(m)[0])
+
+    matches.sort(key=lambda m: (not wanted(m), m.name != DEFAULT_MODEL, m.name))
     return matches[0]
+
+
+def passed_over(models: dict[str, ModelInfo], program: int, chosen: ModelInfo) -> list[tuple[str, str]]:
+    """Score-mode models of ``program`` that a one-velocity file did not go to, with why."""
+    return [
+        (m.name, score_model_verdict(m)[1]) for m in models.values()
+        if m.program == program and m.preset == "score" and m.name != chosen.name
+    ]  # fmt: skip
 
 
 class Router:
@@ -76,13 +90,15 @@ class Router:
         if programs == [self.main_program] and not uniform:
             return Route([Part(None, programs, perf)])  # the common case: no look-up at all
         parts: dict[str | None, Part] = {}
-        unmatched, score_chosen = [], []
+        unmatched, score_chosen, skipped = [], [], []
         for program, part in split_by_program(perf).items():
             info = choose(self.models(), program, uniform)
             if info is None:
                 unmatched.append(program)
             elif info.preset == "score" and uniform:
                 score_chosen.append(info.name)
+            elif uniform:
+                skipped += [(name, why, info.name) for name, why in passed_over(self.models(), program, info)]
             name = None if info is None or info.name == DEFAULT_MODEL else info.name
             if name in parts:  # several programs on one model (e.g. unmatched ones on the piano)
                 parts[name].programs.append(program)
@@ -96,6 +112,11 @@ class Router:
             route.messages.append(
                 f"{label}: every note has velocity {velocity}; rendered with the score-mode model {chosen} "
                 "(name a model with --model or --instrument to choose another)"
+            )
+        for name, why, chosen in dict.fromkeys(skipped):
+            route.messages.append(
+                f"{label}: every note has velocity {perf.notes[0].velocity}; rendered with '{chosen}', not the "
+                f"score-mode model '{name}', which does not beat it at velocity 64 ({why})"
             )
         if unmatched:
             listed = ", ".join(f"{p} ({instrument_name(p)})" for p in unmatched)

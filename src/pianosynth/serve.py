@@ -42,6 +42,14 @@ cancelled, so the render stops between chunks: the chunked synthesis (``PianoSyn
 closes its thread pool and ``render_to_file`` removes its temporary file on the way out. The
 reading of the input and the features come before the first chunk; they are bounded by the
 input limits (``midi.Limits``) rather than by cancelling.
+
+**The page does what the CLI does.** ``POST /api/jobs`` takes the same form as ``/api/render``
+(a MIDI file or a score, or an example) plus the CLI's output options (``format``,
+``sample_rate``, ``channels``, ``loudness``) and a model: "" (the default) routes each General
+MIDI program to its shipped model as ``synthesize`` does, a name plays every note with that
+model. It answers at once with the job; ``GET /api/jobs/{id}`` gives its progress, then its
+warnings and the choices made (the routing), ``/audio`` and ``/spectrogram`` the results, and
+``POST /api/jobs/{id}/cancel`` stops it.
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+ROUTED = ""  # the model choice that routes programs to the shipped models, as synthesize does
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # a long piano performance is well under 200 kB of MIDI
 DEFAULT_MAX_SECONDS = 600.0  # rendered audio per request
 EXAMPLE_SEEDS = range(4)  # generated pieces offered on the page (examples.generate_piece)
@@ -247,12 +256,25 @@ def create_app(
     jobs = RenderJobs(max_jobs=1)
 
     def synth(name: str):
+        """A loaded model by name; ``ROUTED``: the router over every shipped model."""
         from .synthesize import load
 
         with load_lock:
             if name not in loaded:
-                loaded[name] = load(models[name], threads=threads)
+                loaded[name] = load(models[name] if name != ROUTED else None, threads=threads)
             return loaded[name]
+
+    def choices() -> list[dict]:
+        """The page's model list: routing first, then each model with its instrument."""
+        from .registry import shipped
+
+        known = shipped()
+        out = [{"value": ROUTED, "label": "automatic: each General MIDI program to its model"}]
+        for name in models:
+            m = known.get(name)
+            what = f" ({m.instrument}{', score mode' if m.preset == 'score' else ''})" if m is not None else ""
+            out.append({"value": name, "label": f"{name}{what}"})
+        return out
 
     def example_midi(seed: int) -> bytes:
         from .examples import generate_piece
@@ -263,12 +285,31 @@ def create_app(
             write_midi(generate_piece(seed=seed, bars=8), path)
             return path.read_bytes()
 
-    def render_work(name: str, midi: bytes, label: str):
+    extras: dict[str, dict] = {}  # job id -> what the page shows beside the job: options, routing, spectrogram
+
+    def render_work(name: str, midi: bytes, label: str, options: dict):
+        from .synthesize import can_plot
+
+        for old in [k for k in extras if jobs.get(k) is None]:  # jobs forgets finished renders
+            del extras[old]
+        extra = {"format": options["format"], "model": name}
+
         def work(job: RenderJob) -> bytes:
+            extras[job.id] = extra
+            render = {k: v for k, v in options.items() if k != "format"}
+            plot = can_plot()
             with tempfile.TemporaryDirectory(prefix="pianosynth-serve-") as tmp:
-                out = Path(tmp) / "out.wav"
-                result = synth(name).render_to_file(midi, out, name=label, max_seconds=max_seconds, limits=limits, progress=job.report)
+                out = Path(tmp) / f"out.{options['format']}"
+                result = synth(name).render_to_file(
+                    midi, out, name=label, max_seconds=max_seconds, limits=limits, progress=job.report, plot=plot, **render
+                )  # fmt: skip
                 job.warnings = list(result.warnings)
+                extra.update(
+                    messages=list(result.messages), seconds=round(result.seconds, 3), sample_rate=result.sample_rate,
+                    channels=result.channels, spectrogram=plot,
+                )  # fmt: skip
+                if plot:
+                    extra["png"] = result.plot.read_bytes()
                 return out.read_bytes()
 
         return work
@@ -277,9 +318,20 @@ def create_app(
         return HTMLResponse(PAGE.replace("{MAX_MB}", f"{max_upload_bytes / 2**20:g}").replace("{MAX_S}", f"{max_seconds:g}"))
 
     async def list_models(request: Request) -> JSONResponse:
-        return JSONResponse({"models": list(models), "examples": list(EXAMPLE_SEEDS)})
+        from .audio import DEFAULT_LOUDNESS_LUFS, FORMATS, MIN_LOUDNESS_LUFS, SAMPLE_RATE_RANGE
+        from .scores import SCORE_SUFFIXES
 
-    async def render_route(request: Request) -> Response:
+        return JSONResponse({
+            "models": list(models), "choices": await run_in_threadpool(choices), "examples": list(EXAMPLE_SEEDS),
+            "formats": [f.lstrip(".") for f in FORMATS], "sample_rates": list(SAMPLE_RATE_RANGE),
+            "loudness": {"default": DEFAULT_LOUDNESS_LUFS, "min": MIN_LOUDNESS_LUFS},
+            "inputs": sorted({".mid", ".midi", *SCORE_SUFFIXES}),
+        })  # fmt: skip
+
+    async def read_request(request: Request, routed: bool):
+        """(model name, input bytes, its label, the output options) from a render form, or an
+        error Response. ``routed``: whether no model named means routing (the job API) or the
+        first model (``/api/render``, as before)."""
         limit_mb = f"{max_upload_bytes / 2**20:g} MB"
         body = await read_body(request, max_upload_bytes + FORM_OVERHEAD_BYTES)
         if body is None:  # and close the connection: the rest of the upload is not read
@@ -287,12 +339,16 @@ def create_app(
             response.headers["Connection"] = "close"
             return response
         try:
-            form = await _replayed(request, body).form(max_files=1, max_fields=4, max_part_size=max_upload_bytes + 1)
+            form = await _replayed(request, body).form(max_files=1, max_fields=8, max_part_size=max_upload_bytes + 1)
         except Exception as e:  # a malformed multipart body: python-multipart and Starlette raise several types
             return _error(400, f"not a form upload ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
-        name = str(form.get("model") or next(iter(models), ""))
-        if name not in models:
+        name = str(form.get("model") or (ROUTED if routed else next(iter(models), "")))
+        if name not in models and not (routed and name == ROUTED):
             return _error(400, f"unknown model {name!r}; shipped: {', '.join(models)}")
+        try:
+            options = output_options(form)
+        except ValueError as e:
+            return _error(400, str(e))
         upload = form.get("midi")
         example = str(form.get("example") or "")
         if upload is not None and hasattr(upload, "read"):
@@ -303,9 +359,16 @@ def create_app(
         elif example.isdigit() and int(example) in EXAMPLE_SEEDS:
             midi, label = await run_in_threadpool(example_midi, int(example)), f"example{example}.mid"
         else:
-            return _error(400, "send a MIDI file (field 'midi') or an example number (field 'example')")
+            return _error(400, "send a MIDI file or a score (field 'midi') or an example number (field 'example')")
+        return name, midi, label, options
+
+    async def render_route(request: Request) -> Response:
+        read = await read_request(request, routed=False)
+        if isinstance(read, Response):
+            return read
+        name, midi, label, options = read
         try:
-            job = jobs.start(render_work(name, midi, label), label)
+            job = jobs.start(render_work(name, midi, label, options), label)
         except Busy:
             return _error(429, "busy: one render at a time; try again when it is done")
         while not job.finished:
@@ -315,8 +378,58 @@ def create_app(
             await asyncio.sleep(POLL_SECONDS)
         if job.state != "done":
             return _error(job.status, job.error or job.state)
-        stem = Path(label).stem
-        return Response(job.result, media_type="audio/wav", headers={"Content-Disposition": content_disposition(f"{stem}.wav")})
+        return audio_response(job, options)
+
+    def audio_response(job: RenderJob, options: dict) -> Response:
+        fmt = options["format"]
+        headers = {"Content-Disposition": content_disposition(f"{Path(job.label).stem}.{fmt}")}
+        return Response(job.result, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    async def start_job(request: Request) -> Response:
+        read = await read_request(request, routed=True)
+        if isinstance(read, Response):
+            return read
+        name, midi, label, options = read
+        try:
+            job = jobs.start(render_work(name, midi, label, options), label)
+        except Busy:
+            return _error(429, "busy: one render at a time; try again when it is done")
+        return JSONResponse(job_json(job), status_code=202)
+
+    def job_json(job: RenderJob) -> dict:
+        return {**job.to_json(), **{k: v for k, v in extras.get(job.id, {}).items() if k != "png"}}
+
+    def find_job(request: Request) -> RenderJob | Response:
+        job = jobs.get(request.path_params["job_id"])
+        return job if job is not None else _error(404, "no such render (a finished one is kept until the next starts)")
+
+    async def job_status(request: Request) -> Response:
+        job = find_job(request)
+        return job if isinstance(job, Response) else JSONResponse(job_json(job))
+
+    async def job_cancel(request: Request) -> Response:
+        job = find_job(request)
+        if isinstance(job, Response):
+            return job
+        job.cancel()
+        return JSONResponse(job_json(job))
+
+    async def job_audio(request: Request) -> Response:
+        job = find_job(request)
+        if isinstance(job, Response):
+            return job
+        if job.state != "done":
+            return _error(409 if not job.finished else job.status, job.error or f"the render is {job.state}")
+        return audio_response(job, extras[job.id])
+
+    async def job_spectrogram(request: Request) -> Response:
+        job = find_job(request)
+        if isinstance(job, Response):
+            return job
+        png = extras.get(job.id, {}).get("png") if job.state == "done" else None
+        if png is None:
+            return _error(404, "no spectrogram: the render is not done, or matplotlib is missing (pip install 'pianosynth[plot]')")
+        return Response(png, media_type="image/png")
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
@@ -326,6 +439,11 @@ def create_app(
             Route("/", page),
             Route("/api/models", list_models),
             Route("/api/render", render_route, methods=["POST"]),
+            Route("/api/jobs", start_job, methods=["POST"]),
+            Route("/api/jobs/{job_id}", job_status),
+            Route("/api/jobs/{job_id}/cancel", job_cancel, methods=["POST"]),
+            Route("/api/jobs/{job_id}/audio", job_audio),
+            Route("/api/jobs/{job_id}/spectrogram", job_spectrogram),
         ],
         exception_handlers={Exception: internal_error},
     )
@@ -362,6 +480,40 @@ def _replayed(request: Request, body: bytes) -> Request:
     return Request(request.scope, receive)
 
 
+MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}
+
+
+def output_options(form) -> dict:
+    """The CLI's output options from a form's fields, checked as the CLI checks them: ``format``
+    (wav, flac, ogg), ``sample_rate`` (Hz; empty: the model's), ``channels`` (1 or 2) and
+    ``loudness`` (LUFS; empty: the default). Raises ValueError with one line."""
+    import math
+
+    from .audio import DEFAULT_LOUDNESS_LUFS, MIN_LOUDNESS_LUFS, SAMPLE_RATE_RANGE
+
+    def field(key: str) -> str:
+        return str(form.get(key) or "").strip()
+
+    fmt = field("format").lower() or "wav"
+    if fmt not in MEDIA_TYPES:
+        raise ValueError(f"format must be one of {', '.join(MEDIA_TYPES)}, got {fmt!r}")
+    lo, hi = SAMPLE_RATE_RANGE
+    rate = field("sample_rate")
+    if rate and not (rate.isdigit() and lo <= int(rate) <= hi):
+        raise ValueError(f"sample_rate must be an integer from {lo} to {hi} Hz, got {rate!r}")
+    channels = field("channels") or "1"
+    if channels not in ("1", "2"):
+        raise ValueError(f"channels must be 1 or 2, got {channels!r}")
+    loudness = field("loudness")
+    try:
+        lufs = float(loudness) if loudness else DEFAULT_LOUDNESS_LUFS
+    except ValueError:
+        lufs = math.nan
+    if not (math.isfinite(lufs) and MIN_LOUDNESS_LUFS < lufs <= 0):
+        raise ValueError(f"loudness must be a number of LUFS above {MIN_LOUDNESS_LUFS:g} and at most 0, got {loudness!r}")
+    return {"format": fmt, "sample_rate": int(rate) if rate else None, "channels": int(channels), "loudness": lufs}
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -376,22 +528,36 @@ def serve(host: str = "127.0.0.1", port: int = 8000, **options) -> None:
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>pianosynth</title>
 <style>
-body{font-family:sans-serif;margin:2em auto;max-width:720px;padding:0 1em}
-#drop{border:2px dashed #888;border-radius:8px;padding:2em;text-align:center;margin:1em 0}
+body{font-family:sans-serif;margin:2em auto;max-width:760px;padding:0 1em}
+#drop{border:2px dashed #888;border-radius:8px;padding:1.5em;text-align:center;margin:1em 0}
 #drop.over{background:#eef}
-label{margin-right:1em} button{font-size:1.1em;padding:.3em 1.2em} audio{width:100%;margin-top:1em}
-#status{margin-top:1em;min-height:1.5em} .error{color:#b00}
+fieldset{border:1px solid #ccc;border-radius:6px;margin:.8em 0} label{margin-right:1em;white-space:nowrap}
+button{font-size:1.1em;padding:.3em 1.2em} audio{width:100%;margin-top:1em} progress{width:100%}
+#status{margin-top:.5em;min-height:1.5em} .error{color:#b00} #warnings li{color:#8a5a00}
+#spectrogram{width:100%;margin-top:1em} #notes li{color:#335}
 </style></head><body>
 <h1>pianosynth</h1>
-<p>Drop a MIDI file here, or pick a generated example, then render it with a shipped model.
-Files up to {MAX_MB} MB and {MAX_S} s of audio. Everything stays on this computer.</p>
-<div id="drop">Drop a .mid file here, or <input type="file" id="file" accept=".mid,.midi,audio/midi"></div>
-<p><label>Example <select id="example"><option value="">(none: use the file)</option></select></label>
+<p>Drop a MIDI file or a score (MusicXML, MEI, Humdrum), or pick a generated example, then render
+it. Files up to {MAX_MB} MB and {MAX_S} s of audio. Everything stays on this computer.</p>
+<div id="drop">Drop a file here, or <input type="file" id="file"
+  accept=".mid,.midi,.musicxml,.xml,.mxl,.mei,.krn,.kern,audio/midi"></div>
+<fieldset><legend>What to play</legend>
+<label>Example <select id="example"><option value="">(none: use the file)</option></select></label>
 <label>Model <select id="model"></select></label>
-<button id="render">Render</button></p>
+</fieldset>
+<fieldset><legend>Output</legend>
+<label>Format <select id="format"><option>wav</option><option>flac</option><option>ogg</option></select></label>
+<label>Rate <select id="rate"><option value="">the model's</option><option>22050</option><option>44100</option><option>48000</option></select></label>
+<label>Channels <select id="channels"><option value="1">mono</option><option value="2">stereo</option></select></label>
+<label>Loudness <input id="loudness" type="number" step="1" value="-23" style="width:4em"> LUFS</label>
+</fieldset>
+<p><button id="render">Render</button> <button id="cancel" hidden>Cancel</button></p>
+<progress id="progress" max="1" value="0" hidden></progress>
 <div id="status"></div>
+<ul id="warnings"></ul><ul id="notes"></ul>
+<img id="spectrogram" alt="spectrogram of the result" hidden>
 <audio id="player" controls></audio>
-<p><a id="download" href="#" hidden>Download the WAV</a></p>
+<p><a id="download" href="#" hidden>Download</a></p>
 <script>
 const $ = id => document.getElementById(id);
 function downloadName(header) {
@@ -400,9 +566,18 @@ function downloadName(header) {
   const plain = header.match(/filename="([^"]*)"/);
   return plain ? plain[1] : "pianosynth.wav";
 }
-let dropped = null;
+function list(id, lines) {
+  $(id).replaceChildren(...lines.map(t => { const li = document.createElement("li"); li.textContent = t; return li; }));
+}
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+async function json(response) {
+  const body = await response.json().catch(() => ({error: response.statusText}));
+  if (!response.ok) throw new Error(body.error);
+  return body;
+}
+let dropped = null, current = null;
 fetch("/api/models").then(r => r.json()).then(info => {
-  for (const m of info.models) $("model").add(new Option(m, m));
+  for (const c of info.choices) $("model").add(new Option(c.label, c.value));
   for (const e of info.examples) $("example").add(new Option("generated piece " + e, e));
 });
 const drop = $("drop");
@@ -414,29 +589,47 @@ drop.addEventListener("drop", e => {
   if (dropped) { $("status").textContent = "ready: " + dropped.name; $("example").value = ""; }
 });
 $("file").addEventListener("change", () => { dropped = $("file").files[0] || null; if (dropped) $("example").value = ""; });
+$("cancel").addEventListener("click", () => { if (current) fetch("/api/jobs/" + current + "/cancel", {method: "POST"}); });
 $("render").addEventListener("click", async () => {
   const form = new FormData();
   form.append("model", $("model").value);
+  form.append("format", $("format").value);
+  form.append("sample_rate", $("rate").value);
+  form.append("channels", $("channels").value);
+  form.append("loudness", $("loudness").value);
   if ($("example").value !== "") form.append("example", $("example").value);
   else if (dropped) form.append("midi", dropped, dropped.name);
-  else { $("status").textContent = "choose a MIDI file or an example first"; return; }
+  else { $("status").textContent = "choose a file or an example first"; return; }
   $("status").className = ""; $("status").textContent = "rendering...";
-  $("render").disabled = true;
+  list("warnings", []); list("notes", []); $("spectrogram").hidden = true;
+  $("render").disabled = true; $("cancel").hidden = false;
+  $("progress").hidden = false; $("progress").value = 0;
   try {
-    const response = await fetch("/api/render", {method: "POST", body: form});
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({error: response.statusText}));
-      throw new Error(body.error);
+    let job = await json(await fetch("/api/jobs", {method: "POST", body: form}));
+    current = job.id;
+    while (job.state === "running") {
+      await sleep(200);
+      job = await json(await fetch("/api/jobs/" + job.id));
+      $("progress").value = job.progress;
+      if (job.total_s) $("status").textContent = `rendering... ${job.done_s.toFixed(0)} of ${job.total_s.toFixed(0)} s`;
     }
+    list("warnings", job.warnings.map(w => "warning: " + w));
+    list("notes", job.messages || []);
+    if (job.state !== "done") throw new Error(job.error || job.state);
+    const response = await fetch("/api/jobs/" + job.id + "/audio");
+    if (!response.ok) await json(response);
     const name = downloadName(response.headers.get("Content-Disposition") || "");
     const url = URL.createObjectURL(await response.blob());
     $("player").src = url;
     $("download").href = url; $("download").download = name; $("download").hidden = false;
+    $("download").textContent = "Download " + name;
+    if (job.spectrogram) { $("spectrogram").src = "/api/jobs/" + job.id + "/spectrogram"; $("spectrogram").hidden = false; }
+    $("progress").value = 1;
     $("status").textContent = "done: " + name;
   } catch (err) {
     $("status").className = "error"; $("status").textContent = "error: " + err.message;
   } finally {
-    $("render").disabled = false;
+    $("render").disabled = false; $("cancel").hidden = true; current = null;
   }
 });
 </script>

@@ -6,13 +6,15 @@ the CLI, a batch or the local page, takes one path (``Synth._render``):
 1. the MIDI (a path, bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``) becomes events,
    and features and the note table come from them exactly as ``prepare`` computes them, with the
    feature config stored in the checkpoint;
-2. the model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``) and its float
-   output goes to a temporary file block by block while its loudness and peak are measured
-   (``audio.LoudnessMeter``). A synthesizer loaded without a named model routes each General
-   MIDI program to a shipped model (``routing``); several parts are rendered one by one and their
-   sum is what is measured and written (``_mix_parts``);
+2. each model runs in overlapping, crossfaded chunks (``PianoSynth.synthesize``) and its float
+   output, (channels, samples) at the model's own rate, goes to a temporary file block by block.
+   A synthesizer loaded without a named model routes each General MIDI program to a shipped model
+   (``routing``); several parts are rendered one by one, each resampled to the highest of their
+   rates, and summed, a mono part spread to both channels of a stereo mix (``_mix_parts``). The
+   mix is metered as it will be written (``audio.LoudnessMeter``: loudness and peak);
 3. a second pass reads it back in blocks, applies the chosen gain (``audio.choose_gain``),
-   resamples (``audio.Resampler``), makes the channels and writes the output.
+   makes the channels, resamples (``audio.Resampler``) and writes the output
+   (``audio.AudioWriter``), metering what is written: the level and peak reported are the file's.
 
 So a 30-minute piece never holds 30 minutes of activations, and the level costs no extra memory.
 """
@@ -34,13 +36,16 @@ import torch
 
 from .audio import (
     DEFAULT_LOUDNESS_LUFS,
+    AudioWriter,
     Level,
     LoudnessMeter,
     OutputError,
     Resampler,
+    as_channels,
     check_channels,
     check_sample_rate,
     choose_gain,
+    match_channels,
     pcm_block,
     subtype_for,
 )
@@ -51,7 +56,16 @@ from .registry import DEFAULT_MODEL, find_instrument, model_files
 from .routing import Part, Route, Router
 from .checkpoint import model_from_checkpoint
 
-BLOCK = 1 << 18  # samples per read/write block in the second pass
+BLOCK = 1 << 16  # samples per read/write block of the mix and the second pass
+# Frames of feature windows that go through the encoder at once. Batching is what makes a
+# recurrent network fast on a CPU, and it is also the render's largest transient: the GRU's gates
+# and outputs for every frame of the batch, about 8 KB a frame, 260 MB at 32768 frames. The rest
+# of the peak grows with the piece (uint8 features, 16 KB a second; the conditioning, 8 KB a
+# second), so a long piece runs smaller batches: a 59-minute render peaked at 735 MB with 32768
+# and 563 MB with 16384, whose conditioning was 1.5 x slower (docs/speed.md).
+MAX_BATCH_FRAMES = 32768
+LONG_PIECE_BATCH_FRAMES = 16384
+LONG_PIECE_SECONDS = 20 * 60
 
 
 class SynthesisError(RuntimeError):
@@ -63,13 +77,13 @@ class SynthesisResult:
     path: Path | None  # the file written (None for an in-memory render)
     seconds: float
     sample_rate: int  # of the output
-    peak: float  # the model's own sample peak, before any level change
+    peak: float  # the sample peak of the output as written (after the gain, resampling and clipping)
     clipped_samples: int  # samples beyond [-1, 1] after the level change (clipped in the output)
     warnings: list[str]
     plot: Path | None = None
     channels: int = 1
-    loudness_lufs: float = -math.inf  # the model's own integrated loudness (mono), before any level change
-    gain_db: float = 0.0  # the gain applied
+    loudness_lufs: float = -math.inf  # integrated loudness (BS.1770, all channels) of the output as written
+    gain_db: float = 0.0  # the gain applied to the models' mix
     compute_seconds: float = 0.0  # wall-clock time of the whole render
     audio: np.ndarray | None = field(default=None, repr=False)  # (channels, samples), in-memory renders only
     messages: list[str] = field(default_factory=list)  # choices made for the user (e.g. the score-mode model)
@@ -119,7 +133,8 @@ def read_performance(
     midi, name: str | None = None, max_seconds: float | None = MAX_SECONDS, bpm: float | None = None,
     limits: Limits | None = None,
 ) -> Performance:
-    """Events from a MIDI or score path, its bytes, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
+    """Events from a MIDI or score path, its bytes, a binary file object (``open(p, "rb")``,
+    ``io.BytesIO``; its ``name`` names it), a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``.
 
     A path (or ``name``, for bytes) ending in a score suffix (``scores.SCORE_SUFFIXES``: MusicXML,
     .mxl, MEI, Humdrum) is read by ``scores.read_score`` with tempo ``bpm`` (quarter notes per
@@ -138,6 +153,15 @@ def read_performance(
 
     limits = limits or Limits()
     suffix = ".mid"
+    if hasattr(midi, "read") and not isinstance(midi, (str, Path)):  # an open file, io.BytesIO
+        data = midi.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise MidiError(f"a file object given as midi must be opened in binary mode ('rb'), got {type(data).__name__} from read()")
+        own = getattr(midi, "name", None)
+        label = name or (str(own) if isinstance(own, (str, Path)) else None)
+        return read_performance(bytes(data), name=label, max_seconds=max_seconds, bpm=bpm, limits=limits)
+    if isinstance(midi, os.PathLike):
+        midi = Path(midi)
     if isinstance(midi, (str, Path)):
         if is_score(midi):
             return read_score(midi, bpm=bpm, max_seconds=max_seconds, limits=limits)
@@ -166,7 +190,9 @@ def read_performance(
                 raise MidiError(f"{label}: not a usable mido.MidiFile ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
     else:
-        raise MidiError(f"midi must be a path, bytes, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}")
+        raise MidiError(
+            f"midi must be a path, bytes, a binary file object, a pretty_midi.PrettyMIDI or a mido.MidiFile, got {type(midi).__name__}"
+        )
     with tempfile.TemporaryDirectory(prefix="pianosynth-midi-") as tmp:
         path = Path(tmp) / f"input{suffix}"
         write(path)
@@ -244,7 +270,7 @@ class Synth:
         midi,
         *,
         sample_rate: int | None = None,
-        channels: int = 1,
+        channels: int | None = None,
         loudness: float | None = DEFAULT_LOUDNESS_LUFS,
         gain_db: float | None = None,
         peak: float | None = None,
@@ -255,12 +281,13 @@ class Synth:
         max_seconds: float | None = MAX_SECONDS,
         limits: Limits | None = None,
     ) -> tuple[np.ndarray, int]:
-        """Synthesizes ``midi`` (a MIDI or score path, bytes, a ``pretty_midi.PrettyMIDI`` or a
-        ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
+        """Synthesizes ``midi`` (a MIDI or score path, bytes, a binary file object such as
+        ``io.BytesIO``, a ``pretty_midi.PrettyMIDI`` or a ``mido.MidiFile``); scores (MusicXML, .mxl, MEI, Humdrum) are read by ``scores.read_score``.
 
         Args:
-            sample_rate: output rate in Hz (default: the model's), resampled with soxr.
-            channels: 1, or 2 for the same signal in both.
+            sample_rate: output rate in Hz (default: the highest of the models that play), resampled with soxr.
+            channels: 1 or 2 (default: the models' own; a mono model's signal is spread to both
+                channels, a stereo mix is folded to mono as the mean of its channels).
             loudness: integrated loudness target in LUFS under a -1 dBFS peak ceiling
                 (``audio.DEFAULT_LOUDNESS_LUFS``); None with no ``gain_db``/``peak`` keeps the
                 model's own level.
@@ -291,11 +318,11 @@ class Synth:
         chunks: list[np.ndarray] = []
 
         def open_sink(sr: int, channels: int):
-            return _MemorySink(chunks)
+            return _MemorySink(chunks, channels)
 
         result = self._render(midi, open_sink, **options)
-        y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        result.audio = np.ascontiguousarray(np.broadcast_to(y, (result.channels, len(y))), dtype=np.float32)
+        audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((result.channels, 0), np.float32)
+        result.audio = np.ascontiguousarray(audio, dtype=np.float32)
         return result
 
     def render_to_file(
@@ -310,14 +337,17 @@ class Synth:
     ) -> SynthesisResult:
         """Synthesizes ``midi`` into ``path``: .wav (16-bit, 24-bit or float), .flac (16 or 24)
         or .ogg (Vorbis). ``bits`` is "16" (default), "24" or "float". An existing file is kept
-        unless ``force``; the file appears whole or not at all (temporary name, then rename).
-        ``plot`` also writes a spectrogram PNG beside it. Other options as for ``render``."""
+        unless ``force``; the file appears whole or not at all (``fileio.replacing``).
+        ``plot`` also writes a spectrogram PNG beside it. Other options as for ``render``.
+        The result's level and peak are those of the file written."""
         if not isinstance(path, (str, Path)) or not str(path) or "\0" in str(path):
             raise OutputError(f"the output must be a file name (str or Path), got {path!r}")
         out_path = Path(path)
         fmt, subtype = subtype_for(out_path, bits)
         if out_path.exists() and not force:
             raise SynthesisError(f"{out_path} exists; pass --force to overwrite it")
+        if plot and not can_plot():
+            raise SynthesisError("--plot draws with matplotlib, which is not installed: pip install 'pianosynth[plot]'")
         if plot and out_path.with_suffix(".png").exists() and not force:
             raise SynthesisError(f"{out_path.with_suffix('.png')} exists; pass --force to overwrite it")
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,19 +356,15 @@ class Synth:
         remove_stale_temps(out_path.parent)  # temporaries of a synthesis that was killed (fileio)
         try:
             with replacing(out_path, suffix=out_path.suffix) as tmp:  # an unpredictable name, O_EXCL
-
-                def open_sink(sr: int, channels: int):
-                    return _FileSink(tmp, sr, channels, fmt, subtype)
-
-                result = self._render(midi, open_sink, **options)
+                result = self._render(midi, lambda sr, channels: AudioWriter(tmp, sr, channels, fmt, subtype), **options)
         except sf.LibsndfileError as e:  # a full disk or a vanished folder reads "System error"
             raise SynthesisError(f"{out_path}: cannot write the audio ({e}); is the disk full?") from e
         result.path = out_path
         if plot:
             result.plot = out_path.with_suffix(".png")
             audio, sr = sf.read(out_path, dtype="float32", always_2d=True)
-            label = Path(midi).name if isinstance(midi, (str, Path)) else "MIDI"
-            plot_spectrogram(audio[:, 0], sr, result.plot, title=f"{label} (pianosynth)")
+            label = Path(midi).name if isinstance(midi, (str, Path)) else options.get("name") or "MIDI"
+            plot_spectrogram(audio.mean(axis=1), sr, result.plot, title=f"{label} (pianosynth)")
         return result
 
     def _render(
@@ -347,7 +373,7 @@ class Synth:
         open_sink,
         *,
         sample_rate: int | None = None,
-        channels: int = 1,
+        channels: int | None = None,
         loudness: float | None = DEFAULT_LOUDNESS_LUFS,
         gain_db: float | None = None,
         peak: float | None = None,
@@ -360,9 +386,10 @@ class Synth:
         limits: Limits | None = None,
     ) -> SynthesisResult:
         """The one rendering path (see the module's docstring); ``open_sink(sr, channels)`` gives
-        a context manager that takes (samples,) float32 blocks in [-1, 1]."""
+        a context manager whose ``write`` takes (channels, samples) float32 blocks and returns them
+        as written (``audio.AudioWriter``)."""
         asked_sr = check_sample_rate(sample_rate) if sample_rate is not None else None
-        channels = check_channels(channels)
+        asked_channels = check_channels(channels) if channels is not None else None
         level = Level(loudness_lufs=None if gain_db is not None or peak is not None else loudness, gain_db=gain_db, peak=peak)
         for option, value, positive in (("chunk_seconds", chunk_seconds, True), ("context_seconds", context_seconds, False)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (positive and value == 0):
@@ -392,38 +419,28 @@ class Synth:
             parts.append((synth, x, notes))
         sr = max(synth.sample_rate for synth, _, _ in parts)  # of the mix: no part loses its band
         out_sr = asked_sr if asked_sr is not None else sr
-        meter = LoudnessMeter(sr)
         with tempfile.TemporaryDirectory(prefix="pianosynth-") as tmp:
-            raw = Path(tmp) / "raw.wav"
-            if len(parts) == 1:
-                synth, x, notes = parts[0]
-                with sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT") as f:
-                    for a in synth.blocks(x, notes, chunk_seconds, context_seconds):
-                        meter.add(a)
-                        f.write(a)
-                        if progress:
-                            progress(meter.samples / sr, total_s)
-            else:
-                _mix_parts(parts, raw, sr, meter, Path(tmp), chunk_seconds, context_seconds, progress)
-            gain, warnings = choose_gain(level, meter.loudness(), meter.peak, channels)
-            resample = Resampler(sr, out_sr, meter.samples)
-            clipped, n_out = 0, 0
-            with sf.SoundFile(raw) as src, open_sink(out_sr, channels) as sink:
+            raw, mix_channels, meter = _mix_parts(parts, Path(tmp), sr, asked_channels, level.loudness_lufs is not None, chunk_seconds, context_seconds, progress)
+            out_channels = asked_channels or mix_channels
+            gain, warnings = choose_gain(level, meter.loudness(), meter.peak)
+            resample = Resampler(sr, out_sr, meter.samples, out_channels)
+            written = LoudnessMeter(out_sr, out_channels)  # the file's own level, as reported
+            clipped = 0
+            with sf.SoundFile(raw) as src, open_sink(out_sr, out_channels) as sink:
                 read = 0
-                for a in src.blocks(blocksize=BLOCK, dtype="float32"):
+                for a in src.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):  # (samples, channels)
                     read += len(a)
-                    y = resample(a * np.float32(gain), last=read >= meter.samples)
+                    y = resample(match_channels(a.T, out_channels) * np.float32(gain), last=read >= meter.samples)
                     clipped += int(np.count_nonzero(np.abs(y) > 1.0))
-                    n_out += len(y)
-                    sink.write(np.clip(y, -1.0, 1.0))
+                    written.add(sink.write(y))
                 if meter.samples == 0:
-                    sink.write(resample(np.zeros(0, np.float32), last=True))
+                    written.add(sink.write(resample(np.zeros((out_channels, 0), np.float32), last=True)))
         warnings = list(perf.warnings) + route.warnings + warnings
         if clipped:
             warnings.append(f"{clipped} sample(s) clipped at full scale; lower --loudness or --gain")
         return SynthesisResult(
-            path=None, seconds=n_out / out_sr, sample_rate=out_sr, peak=meter.peak, clipped_samples=clipped,
-            warnings=warnings, channels=channels, loudness_lufs=meter.loudness(),
+            path=None, seconds=written.samples / out_sr, sample_rate=out_sr, peak=written.peak, clipped_samples=clipped,
+            warnings=warnings, channels=out_channels, loudness_lufs=written.loudness(),
             gain_db=20 * math.log10(gain) if gain > 0 else -math.inf, compute_seconds=time.perf_counter() - t0,
             messages=route.messages,
         )  # fmt: skip
@@ -440,7 +457,9 @@ class Synth:
         """The model over a whole feature sequence in chunks, split between ``threads`` threads of
         one torch thread each, as every render runs it (``evaluate`` times this too).
 
-        x: (frames, in_channels), notes: (notes, 4) or None -> yields (samples,) float32 blocks
+        x: (frames, in_channels), notes: (notes, 4) or None -> yields float32 blocks as the
+        decoder makes them: (samples,) from a mono decoder, (channels, samples) from a stereo one
+        (``audio.as_channels`` reads both as (channels, samples)).
         """
         fr = self.config.features.frame_rate
         chunk = max(1, round(chunk_seconds * fr))
@@ -451,7 +470,8 @@ class Synth:
         try:
             torch.set_num_threads(1)
             for block in self.model.synthesize(
-                x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes
+                x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes,
+                max_batch_frames=MAX_BATCH_FRAMES if len(x) <= LONG_PIECE_SECONDS * fr else LONG_PIECE_BATCH_FRAMES,
             ):
                 yield block.numpy()
         finally:
@@ -497,57 +517,86 @@ def chunk_bytes(model, frames: int, notes, chunk_frames: int, context_frames: in
     return int(windows * span * hop * FRAME_BYTES_PER_SAMPLE)
 
 
-def _mix_parts(parts, raw: Path, sr: int, meter: LoudnessMeter, tmp: Path, chunk_seconds, context_seconds, progress) -> None:
-    """Renders each part with its model into its own file (resampled to ``sr`` where its model's
-    rate differs), then writes their sum to ``raw`` block by block, metered as a single model's
-    output is. parts: [(synth, x (frames, channels), notes or None)]."""
+def _mix_parts(parts, tmp: Path, sr: int, channels: int | None, loudness: bool, chunk_seconds, context_seconds, progress):
+    """The models' mix at ``sr`` in a float file in ``tmp``, metered as it will be written.
+
+    Each part is rendered with its model into its own file, at its model's rate and channel
+    count, then resampled to ``sr`` where its rate differs (``_resample_file``); the parts are
+    summed block by block, a mono part spread to every channel of a stereo mix. A lone part at
+    ``sr`` is written, and metered, straight away. The meter sees the mix with ``channels``
+    (None: the mix's own) channels, as the output will have them; it runs the K-weighting only
+    when a ``loudness`` target needs it.
+
+    parts: [(synth, x (frames, channels), notes or None)] -> (the mix's file, its channels, the meter)
+    """
     total_s = sum(len(x) / synth.config.features.frame_rate for synth, x, _ in parts)
     done_s, files = 0.0, []
+    direct = len(parts) == 1 and parts[0][0].sample_rate == sr
+    meter = None
     for i, (synth, x, notes) in enumerate(parts):
-        part_sr, n = synth.sample_rate, 0
-        path = tmp / f"part{i}.wav"
-        with sf.SoundFile(path, "w", samplerate=part_sr, channels=1, subtype="FLOAT") as f:
-            for a in synth.blocks(x, notes, chunk_seconds, context_seconds):
-                f.write(a)
-                n += len(a)
+        part_sr, n, path = synth.sample_rate, 0, tmp / f"part{i}.wav"
+        with contextlib.ExitStack() as stack:
+            f = None
+            for a in map(as_channels, synth.blocks(x, notes, chunk_seconds, context_seconds)):  # (channels, samples)
+                if f is None:
+                    f = stack.enter_context(sf.SoundFile(path, "w", samplerate=part_sr, channels=len(a), subtype="FLOAT"))
+                    if direct:
+                        meter = LoudnessMeter(sr, channels or len(a), weighting=loudness)
+                if direct:
+                    meter.add(match_channels(a, meter.channels))
+                f.write(a.T)
+                n += a.shape[1]
                 if progress:
                     progress(done_s + n / part_sr, total_s)
+            if f is None:  # no audio at all: an empty mono file
+                stack.enter_context(sf.SoundFile(path, "w", samplerate=part_sr, channels=1, subtype="FLOAT"))
         done_s += n / part_sr
         if part_sr != sr:
-            path = _resample_file(path, part_sr, sr, n)
+            path = _resample_file(path, sr, n)
         files.append(path)
+    if direct:
+        mix_channels = sf.info(files[0]).channels
+        return files[0], mix_channels, meter or LoudnessMeter(sr, channels or mix_channels, weighting=loudness)
+    raw = tmp / "mix.wav"
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(sf.SoundFile(p)) for p in files]
-        out = stack.enter_context(sf.SoundFile(raw, "w", samplerate=sr, channels=1, subtype="FLOAT"))
+        mix_channels = max(src.channels for src in sources)
+        meter = LoudnessMeter(sr, channels or mix_channels, weighting=loudness)
+        out = stack.enter_context(sf.SoundFile(raw, "w", samplerate=sr, channels=mix_channels, subtype="FLOAT"))
         while True:
-            blocks = [src.read(BLOCK, dtype="float32") for src in sources]
-            longest = max(len(b) for b in blocks)
+            blocks = [src.read(BLOCK, dtype="float32", always_2d=True).T for src in sources]  # (channels, samples)
+            longest = max(b.shape[1] for b in blocks)
             if longest == 0:
                 break
-            mix = np.zeros(longest, np.float32)  # the parts may differ in length by a hop or so
+            mix = np.zeros((mix_channels, longest), np.float32)  # the parts may differ in length by a hop or so
             for b in blocks:
-                mix[: len(b)] += b
-            meter.add(mix)
-            out.write(mix)
+                mix[:, : b.shape[1]] += b  # a mono part broadcasts to every channel
+            meter.add(match_channels(mix, meter.channels))
+            out.write(mix.T)
+    return raw, mix_channels, meter
 
 
-def _resample_file(path: Path, in_sr: int, out_sr: int, n: int) -> Path:
-    """A float WAV of ``n`` samples at ``in_sr`` -> the same at ``out_sr`` (soxr, streaming)."""
-    resample = Resampler(in_sr, out_sr, n)
+def _resample_file(path: Path, out_sr: int, n: int) -> Path:
+    """A float WAV of ``n`` samples -> the same at ``out_sr``, with its channels (soxr, streaming)."""
+    info = sf.info(path)
+    resample = Resampler(info.samplerate, out_sr, n, info.channels)
     out_path = path.with_name(path.stem + f"-{out_sr}.wav")
-    with sf.SoundFile(path) as src, sf.SoundFile(out_path, "w", samplerate=out_sr, channels=1, subtype="FLOAT") as dst:
+    with sf.SoundFile(path) as src, sf.SoundFile(out_path, "w", samplerate=out_sr, channels=info.channels, subtype="FLOAT") as dst:
         read = 0
-        for a in src.blocks(blocksize=BLOCK, dtype="float32"):
+        for a in src.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):
             read += len(a)
-            dst.write(resample(a, last=read >= n))
+            dst.write(resample(a.T, last=read >= n).T)
         if n == 0:
-            dst.write(resample(np.zeros(0, np.float32), last=True))
+            dst.write(resample(np.zeros((info.channels, 0), np.float32), last=True).T)
+    path.unlink()  # one part's copy on disk at a time
     return out_path
 
 
 class _MemorySink:
-    def __init__(self, chunks: list):
-        self.chunks = chunks
+    """Keeps (channels, samples) blocks as they would be written to a float file."""
+
+    def __init__(self, chunks: list, channels: int):
+        self.chunks, self.channels = chunks, channels
 
     def __enter__(self):
         return self
@@ -555,27 +604,10 @@ class _MemorySink:
     def __exit__(self, *exc):
         return False
 
-    def write(self, y: np.ndarray) -> None:
-        self.chunks.append(y.astype(np.float32, copy=False))
-
-
-class _FileSink:
-    """Writes (samples,) blocks as ``channels`` identical channels through soundfile."""
-
-    def __init__(self, path: Path, sr: int, channels: int, fmt: str, subtype: str):
-        self.file = sf.SoundFile(path, "w", samplerate=sr, channels=channels, format=fmt, subtype=subtype)
-        self.channels, self.subtype = channels, subtype
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
-        return False
-
-    def write(self, y: np.ndarray) -> None:
-        block = pcm_block(y, self.subtype)  # (samples,)
-        self.file.write(np.repeat(block[:, None], self.channels, axis=1))
+    def write(self, y: np.ndarray) -> np.ndarray:
+        y = pcm_block(y, "FLOAT").T  # clipped, float32
+        self.chunks.append(y)
+        return y
 
 
 def synthesize_file(
@@ -624,6 +656,13 @@ def check_synthesis_arguments(
     need(num(context_seconds) and 0 <= context_seconds <= 600, "context_seconds", context_seconds, "in [0, 600]")
     need(threads is None or (isinstance(threads, int) and 1 <= threads <= 1024), "threads", threads, "an integer in 1..1024")
     need(max_seconds is None or (num(max_seconds) and max_seconds > 0), "max_seconds", max_seconds, "a number of seconds > 0")
+
+
+def can_plot() -> bool:
+    """Whether matplotlib (the ``plot`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot_spectrogram(audio: np.ndarray, sample_rate: int, path: Path, title: str = "") -> None:

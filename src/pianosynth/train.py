@@ -43,25 +43,36 @@ from .fileio import atomic_write, remove_stale_temps
 from .losses import MultiResolutionSTFTDistance, WeightedLoss, log_spectral_distance
 from .model import PianoSynth, build_model
 
+# Training and its validation floor the denominators that measure the target (spectral
+# convergence, the complex term's scale) at white noise of this RMS, so that silent crops (rests,
+# the end of a piece) give finite losses and validation numbers; crops louder than this are
+# scored as before. `evaluate` publishes the unfloored distance.
+LOSS_FLOOR_DBFS = -60.0
+
 
 class TrainingError(RuntimeError):
     """Training cannot go on: a non-finite loss, or a run folder that does not fit."""
 
 
 class Reporter(Protocol):
-    """What the loop tells its caller; the CLI shows it as a progress bar."""
+    """What the loop tells its caller; the CLI shows it as a progress bar.
 
-    def start(self, total: int, initial: int) -> None: ...
-    def step(self, step: int, info: dict) -> None: ...
+    ``start`` gives the budget that will stop the run, in its own unit: steps ("step") or seconds
+    of a time budget ("s"); ``step`` then gives the progress in that unit. ``start`` is called
+    again when the other budget turns out to end first.
+    """
+
+    def start(self, total: float, initial: float, unit: str = "step") -> None: ...
+    def step(self, done: float, info: dict) -> None: ...
     def message(self, text: str) -> None: ...
     def close(self) -> None: ...
 
 
 class SilentReporter:
-    def start(self, total: int, initial: int) -> None:
+    def start(self, total: float, initial: float, unit: str = "step") -> None:
         pass
 
-    def step(self, step: int, info: dict) -> None:
+    def step(self, done: float, info: dict) -> None:
         pass
 
     def message(self, text: str) -> None:
@@ -130,19 +141,44 @@ def forward(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
     return model(inputs[0])
 
 
+def channels_as_batch(pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, channels, samples) -> (batch * channels, samples), so that every loss and distance
+    scores each channel of a stereo model on its own; mono (batch, samples) passes through."""
+    return pred.reshape(-1, pred.shape[-1]), y.reshape(-1, y.shape[-1])
+
+
+def _train_pieces(cache: Cache):
+    """(audio (channels, samples) or (samples,) float in [-1, 1], note table) of every train piece."""
+    for p in cache.split("train"):
+        audio = cache.load(p)[1]
+        audio = audio.T if audio.ndim == 2 else audio  # a stereo cache stores (samples, 2)
+        yield audio.astype(np.float32) / 32767.0, cache.load_notes(p)
+
+
 def partials_from_cache(cache: Cache, partials: int = 64) -> tuple:
     """``decoders.voices.estimate_partials`` over the train split's audio and note tables."""
     from .decoders.voices import estimate_partials
 
-    pieces = ((cache.load(p)[1].astype(np.float32) / 32767.0, cache.load_notes(p)) for p in cache.split("train"))
-    return estimate_partials(pieces, cache.features.sample_rate, partials)
+    return estimate_partials(_train_pieces(cache), cache.features.sample_rate, partials)
 
 
 def init_from_data(model: PianoSynth, cache: Cache) -> str:
-    """Starts a voices decoder's tuning, inharmonicity and onset phases from the train split's
-    audio (decoders.voices.estimate_partials); returns a line saying what it found."""
-    f0, b, phase, used = partials_from_cache(cache, model.decoder.partials)
-    model.decoder.init_from_data(f0, b, phase)
+    """Starts a voices decoder's tuning, inharmonicity and onset phases (and the grand's levels
+    per channel and partial counts) from the train split's audio (decoders.voices.estimate_partials,
+    decoders.grand.estimate_voices); returns a line saying what it found."""
+    from .decoders.grand import GrandDecoder, estimate_voices
+
+    dec = model.decoder
+    if isinstance(dec, GrandDecoder):
+        est = estimate_voices(_train_pieces(cache), cache.features.sample_rate, dec.partials)
+        dec.init_from_data(est)
+        counts = dec.partial_count.tolist()
+        return (
+            f"partials from the train audio: {int((est.used >= 3).sum())} of 88 keys had 3 or more clean notes; "
+            f"partials above the floor per zone, low to high: {counts}"
+        )
+    f0, b, phase, used = partials_from_cache(cache, dec.partials)
+    dec.init_from_data(f0, b, phase)
     return f"partials from the train audio: {int((used >= 3).sum())} of 88 keys had 3 or more clean notes"
 
 
@@ -194,15 +230,19 @@ def notes_lookback(model: PianoSynth) -> float | None:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, criterion: torch.nn.Module, data: CropDataset, device: torch.device, batch: int = 8) -> dict:
-    """Mean validation loss, multi-resolution STFT distance and log-spectral distance (dB)."""
+def validate(
+    model: torch.nn.Module, criterion: torch.nn.Module, data: CropDataset, device: torch.device, batch: int = 8,
+    floor_dbfs: float | None = LOSS_FLOOR_DBFS,
+) -> dict:
+    """Mean validation loss, multi-resolution STFT distance (its spectral convergence floored at
+    ``floor_dbfs``, see ``LOSS_FLOOR_DBFS``) and log-spectral distance (dB)."""
     model.eval()
-    mrstft = MultiResolutionSTFTDistance(per_example=True).to(device)
+    mrstft = MultiResolutionSTFTDistance(per_example=True, sc_floor_dbfs=floor_dbfs).to(device)
     losses, dists, lsds = [], [], []
     for first in range(0, len(data), batch):
         items = [data[i] for i in range(first, min(len(data), first + batch))]
         *inputs, y = (t.to(device) for t in collate(items))
-        pred = forward(model, inputs)
+        pred, y = channels_as_batch(forward(model, inputs), y)
         losses.append(float(criterion(pred, y)) * len(items))
         dists += mrstft(pred, y).tolist()
         lsds += log_spectral_distance(pred, y).tolist()
@@ -253,7 +293,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
         model = build_model(cfg.model, cfg.features).to(device)
     except ValueError as e:  # combinations a single field's range cannot see, e.g. an odd hop for ola
         raise ConfigError(f"model and features do not fit together: {e}") from e
-    criterion = WeightedLoss(tc.loss).to(device)
+    criterion = WeightedLoss(tc.loss, floor_dbfs=LOSS_FLOOR_DBFS).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     step, best, elapsed_before = 0, math.inf, 0.0
     if restart and writer_rank:
@@ -301,7 +341,10 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     train_data = CropDataset(cache, "train", tc.example_seconds, seed=tc.seed, notes_lookback_seconds=lookback)
     valid_split = "valid" if cache.split("valid") else "train"
     if valid_split == "train":
-        reporter.message("no valid split in this cache: validating on fixed crops of the train split")
+        reporter.message(
+            "no piece in the valid split of this cache: validating on fixed crops of the train split, which "
+            "measures fit, not generalisation (prepare 3 or more files, or name a valid split in splits.csv)"
+        )
     valid_data = CropDataset(
         cache, valid_split, tc.example_seconds, examples=tc.valid_examples, random_crops=False, notes_lookback_seconds=lookback
     )
@@ -316,7 +359,10 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     writer = None
     metrics_file = None
     if writer_rank:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise TrainingError(f"training writes TensorBoard logs and needs {e.name or 'tensorboard'}: pip install 'pianosynth[train]'") from e
 
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=step)
         new_csv = not (run_dir / "metrics.csv").exists()
@@ -369,7 +415,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             checkpoint(best_path)
 
     stopped = "done"
-    reporter.start(tc.steps, step)
+    first_step, bar_unit = step, None
     model.train()
     try:
         for batch in loader:
@@ -377,7 +423,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             lr = learning_rate(tc, step, _max_over_ranks(elapsed(), world))  # one clock for every rank
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = criterion(forward(ddp_model, inputs), y)
+            loss = criterion(*channels_as_batch(forward(ddp_model, inputs), y))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {float(loss.detach())} at step {step + 1}; stopped. The last good checkpoint is "
@@ -392,7 +438,11 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             info = {"loss": float(loss.detach()), **criterion.last_terms, "lr": optimizer.param_groups[0]["lr"]}
             if tc.max_minutes > 0:
                 info["budget_left_min"] = max(0.0, tc.max_minutes - elapsed() / 60)
-            reporter.step(step, info)
+            unit, total, done = progress_budget(tc, step, elapsed(), first_step, elapsed_before)
+            if unit != bar_unit:
+                reporter.start(total, done, unit)
+                bar_unit = unit
+            reporter.step(done, {"step": step, **info} if unit != "step" else info)
             if writer_rank:
                 metrics_csv.writerow([step, f"{elapsed():.1f}", "train", info["loss"], "", ""])
                 for k, val in info.items():
@@ -453,6 +503,20 @@ def drop_metrics_after(path: Path, step: int) -> None:
             csv.writer(f).writerows(keep)
 
     atomic_write(path, write)
+
+
+def progress_budget(tc, step: int, elapsed_s: float, start_step: int, start_elapsed_s: float) -> tuple[str, float, float]:
+    """The budget that will stop the run, as (unit, total, done): ("step", steps, step), or with
+    ``max_minutes`` ("s", its seconds, elapsed seconds) unless the steps, at this session's pace so
+    far, run out before the clock does."""
+    if tc.max_minutes <= 0:
+        return "step", tc.steps, step
+    budget_s = tc.max_minutes * 60
+    if step > start_step:
+        pace_s = (elapsed_s - start_elapsed_s) / (step - start_step)
+        if elapsed_s + (tc.steps - step) * pace_s < budget_s:
+            return "step", tc.steps, step
+    return "s", round(budget_s, 1), round(min(elapsed_s, budget_s), 1)
 
 
 def learning_rate(tc, step: int, elapsed_s: float) -> float:

@@ -27,5 +27,15 @@ def progress(desc: str):
     return wrap
 
 
+def limits(args):
+    """The job's budget (``midi.Limits``) from the repeatable ``--limit NAME=VALUE`` options."""
+    from ..midi import Limits, MidiError
+
+    try:
+        return Limits.parse(getattr(args, "limits", []))
+    except MidiError as e:
+        raise UserError(str(e)) from None
+
+
 def warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)

@@ -41,7 +41,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         rows = [
             {"name": m.name, "file": str(m.path), "instrument": m.instrument, "program": m.program, "family": m.family,
              "soundfont": m.soundfont, "sample_rate": m.sample_rate, "preset": m.preset, "decoder": m.decoder,
-             "bytes": m.bytes, "figures": m.figures}
+             "bytes": m.bytes, "figures": m.figures, "data": m.data, "reference_credit": m.reference_credit}
             for m in models.values()
         ]  # fmt: skip
         print(json.dumps(rows, indent=1))

@@ -33,6 +33,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             sources = find_sources(input_dir, column=args.column)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from e
+    limits = None
+    if args.max_lead_in is not None or args.max_tail is not None:
+        if not recorded:
+            raise UserError("--max-lead-in and --max-tail go with --recordings (or a MAESTRO CSV)")
+        from ..recordings import Limits
+
+        limits = Limits(
+            **({"max_lead_in_s": args.max_lead_in} if args.max_lead_in is not None else {}),
+            **({"max_tail_s": args.max_tail} if args.max_tail is not None else {}),
+        )
     sources = select_subset(sources, limit=args.limit, max_hours=args.max_hours)
     if args.split:
         sources = [s for s in sources if s.split == args.split]
@@ -42,7 +52,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     name = args.name or (input_dir.stem if maestro else input_dir.resolve().name)
     cache_dir = prepare(
         sources, Path(args.out), cfg, name=name, jobs=args.jobs, progress=progress("prepare"),
-        max_seconds=args.max_seconds, verify=args.verify,
+        max_seconds=args.max_seconds, verify=args.verify, limits=limits,
     )  # fmt: skip
     cache = Cache(cache_dir)
     for piece in cache.pieces:
@@ -103,6 +113,8 @@ def _print_summary(cache) -> None:
         + (
             f"  reference: recordings, aligned and levelled to {cache.manifest.get('recordings', {}).get('loudness_lufs')} LUFS"
             if cache.render.source == "recorded"
+            else f"  render: the Salamander grand (sfizz, quality {cache.render.sfizz_quality}), {cache.channels} channel(s)"
+            if cache.render.source == "sfizz"
             else f"  render: {Path(cache.render.soundfont).name} program {cache.render.program}"
         )
     )
@@ -114,6 +126,11 @@ def _print_summary(cache) -> None:
     print(f"  skipped: {s['skipped']}")
     for reason, count in sorted(s["reasons"].items()):
         print(f"    {count:>4} x {reason}")
+    empty = {split for split, row in s["splits"].items() if row["files"] == 0}
+    if "valid" in empty and "train" not in empty:
+        print("  no valid piece: train validates on fixed crops of the train split (fit, not generalisation)")
+    if "test" in empty and "train" not in empty:
+        print("  no test piece: evaluate --split test has nothing to score; use --split train or valid")
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import UserError, warn
+from . import UserError, limits, warn
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -17,8 +17,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"serving on {args.host}: anyone who can reach this machine can render with it")
     print(f"pianosynth page on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
-    from .synthesize import limits_from
-
-    limits = limits_from(args)
-    serve(args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds, threads=args.threads, limits=limits)
+    serve(args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds, threads=args.threads, limits=limits(args))
     return 0

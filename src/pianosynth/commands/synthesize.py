@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, warn
+from . import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, limits, warn
 
 
 def _level(args: argparse.Namespace) -> dict:
@@ -20,21 +20,11 @@ def _level(args: argparse.Namespace) -> dict:
     return {"loudness": args.loudness}
 
 
-def limits_from(args: argparse.Namespace):
-    """The job's budget from ``--limit NAME=VALUE`` options (``midi.Limits``)."""
-    from ..midi import Limits, MidiError
-
-    try:
-        return Limits.parse(getattr(args, "limits", []))
-    except MidiError as e:
-        raise UserError(str(e)) from None
-
-
 def _describe(result) -> str:
     import math
 
-    out_lufs = result.loudness_lufs + result.gain_db + 10 * math.log10(result.channels)  # BS.1770 sums the channels
-    level = f"{out_lufs:.1f} LUFS" if math.isfinite(out_lufs) else "silent"
+    out_lufs = result.loudness_lufs  # measured on the file written
+    level = f"{out_lufs:.1f} LUFS, peak {result.peak:.3f}" if math.isfinite(out_lufs) else "silent"
     return (
         f"{result.seconds:.1f} s at {result.sample_rate} Hz, {result.channels} channel(s), {level} "
         f"(gain {result.gain_db:+.1f} dB), in {result.compute_seconds:.1f} s ({result.realtime_factor:.0f}x real time)"
@@ -58,21 +48,24 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if args.output is not None and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
         raise UserError("-o names one output file; for several inputs or a folder use --out-dir")
     if stdin and args.output is None:
-        raise UserError("reading MIDI from stdin needs -o FILE, or -o - to write WAV to stdout")
+        raise UserError("reading MIDI from stdin needs -o FILE, or -o - to write the audio to stdout")
     if args.output == "-" and args.plot:
         raise UserError("--plot needs an output file, not stdout")
     if args.skip_existing and args.force:
         raise UserError("--skip-existing and --force contradict each other")
     options = dict(
         sample_rate=args.sample_rate, channels=args.channels, chunk_seconds=args.chunk_seconds,
-        context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, limits=limits_from(args), **_level(args),
+        context_seconds=args.context_seconds, max_seconds=args.max_seconds, bpm=args.bpm, limits=limits(args), **_level(args),
     )  # fmt: skip
     if args.output is not None:
-        target = Path(args.output) if args.output != "-" else Path("stdout.wav")
+        stdout_suffix = "." + (args.format or "wav")  # -o - writes --format (default WAV)
+        target = Path(args.output) if args.output != "-" else Path("stdout" + stdout_suffix)
+        if args.format is not None and args.output != "-" and target.suffix.lower() != "." + args.format:
+            raise UserError(f"-o {args.output} and --format {args.format} disagree; give the file a .{args.format} suffix, or leave --format out")
         subtype_for(target, args.bits)  # a bad suffix fails before the model loads
         jobs = None
     else:
-        jobs = plan(inputs, args.out_dir, "." + args.format)
+        jobs = plan(inputs, args.out_dir, "." + (args.format or "wav"))
         subtype_for(jobs[0].output, args.bits)
     if args.model is not None and args.instrument is not None:
         raise UserError("give --model or --instrument, not both")
@@ -88,7 +81,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             kwargs = dict(bits=args.bits, progress=bar.update, name="<stdin>" if stdin else None, **options)
             if output == "-":
                 with tempfile.TemporaryDirectory(prefix="pianosynth-") as tmp:
-                    result = synth.render_to_file(source, Path(tmp) / "out.wav", **kwargs)
+                    result = synth.render_to_file(source, Path(tmp) / ("out" + stdout_suffix), **kwargs)
                     with open(result.path, "rb") as f:
                         _copy_to_stdout(f)
             else:
@@ -179,17 +172,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: synthesize a piece the project generates itself with the shipped model."""
     from ..examples import generate_piece
     from ..midi import write_midi
-    from ..synthesize import synthesize_file
+    from ..synthesize import can_plot, synthesize_file
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     midi = out / "demo.mid"
     write_midi(generate_piece(seed=args.seed, bars=args.bars), midi)
     print(f"wrote a generated piece to {midi}", file=sys.stderr)
-    result = synthesize_file(midi, out / "demo.wav", model_path=args.model, force=True, plot=True)
+    plot = can_plot()
+    result = synthesize_file(midi, out / "demo.wav", model_path=args.model, force=True, plot=plot)
     for w in result.warnings:
         warn(w)
     print(result.path)
-    print(result.plot)
-    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, peak {result.peak:.3f}", file=sys.stderr)
+    if plot:
+        print(result.plot)
+    else:
+        print("no spectrogram: matplotlib is not installed (pip install 'pianosynth[plot]')", file=sys.stderr)
+    print(f"{result.seconds:.1f} s of audio at {result.sample_rate} Hz, {result.loudness_lufs:.1f} LUFS, peak {result.peak:.3f} (of the file)", file=sys.stderr)
     return 0

@@ -16,16 +16,19 @@ class _TqdmReporter:
         self.enabled = enabled
         self.bar = None
 
-    def start(self, total: int, initial: int) -> None:
+    def start(self, total: float, initial: float, unit: str = "step") -> None:
+        """A bar over the budget that stops the run: steps, or the seconds of a time budget (its
+        ETA is then the time left); a second call (the other budget ends first) replaces it."""
+        self.close()
         if self.enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit=unit, dynamic_ncols=True, file=sys.stderr)
 
-    def step(self, step: int, info: dict) -> None:
+    def step(self, done: float, info: dict) -> None:
         if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in info.items()}, refresh=False)
 
     def message(self, text: str) -> None:
         if not self.enabled:

@@ -159,9 +159,9 @@ class VoicesDecoder(nn.Module):
         """Encoder states -> the small conditioning each voice reads. (b, t, c) -> (b, t, cond)."""
         return self.cond(h)
 
-    def voice_end(self, onset: torch.Tensor, release: torch.Tensor) -> torch.Tensor:
+    def voice_end(self, onset: torch.Tensor, release: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
         """The sample after which a voice is never computed: ``max_voice_seconds`` after the onset
-        or ``release_seconds`` after the release, whichever is first."""
+        or ``release_seconds`` after the release, whichever is first (the same for every ``key``)."""
         sr = self.sample_rate
         return torch.minimum(onset + round(self.max_voice_seconds * sr), release + round(self.release_seconds * sr))
 
@@ -345,40 +345,14 @@ def estimate_partials(
     phase = np.zeros((KEYS, partials))
     fitted = np.zeros(KEYS, bool)
     window = np.hanning(n)
-    pad = 16 * n
-    nyq = 0.95 * sample_rate / 2
+    m = np.arange(n)
     for key in keys[used >= 3]:
         y = sums[key] / used[key]
-        spec = np.abs(np.fft.rfft(y * window, pad))
-        hz = np.fft.rfftfreq(pad, 1 / sample_rate)
-        js, fs, ws = [], [], []
-        f0_k, b_k = f0_nom[key], b_typ[key]
-        for j in range(1, partials + 1):
-            guess = j * f0_k * np.sqrt(1 + b_k * j * j)
-            if guess >= nyq:
-                break
-            lo, hi = np.searchsorted(hz, [guess - 0.3 * f0_k, guess + 0.3 * f0_k])
-            if hi - lo < 3:
-                continue
-            i = lo + int(np.argmax(spec[lo:hi]))
-            if i in (lo, hi - 1) or spec[i] < 4 * np.median(spec[lo:hi]):
-                continue  # no clear peak here
-            a, c_, e = np.log(spec[i - 1 : i + 2] + 1e-30)  # parabolic interpolation of the peak
-            delta = 0.5 * (a - e) / (a - 2 * c_ + e) if a - 2 * c_ + e != 0 else 0.0
-            js.append(j)
-            fs.append(hz[i] + delta * (hz[1] - hz[0]))
-            ws.append(spec[i])
-            if len(js) >= 3:
-                jj, ff, ww = np.array(js, float), np.array(fs), np.sqrt(np.array(ws))
-                design = np.stack([np.ones_like(jj), jj**2], axis=1) * ww[:, None]
-                sol, *_ = np.linalg.lstsq(design, (ff / jj) ** 2 * ww, rcond=None)
-                if sol[0] > 0 and sol[1] >= 0 and abs(np.sqrt(sol[0]) / f0_nom[key] - 1) < 0.03:
-                    f0_k, b_k = np.sqrt(sol[0]), max(sol[1] / sol[0], 1e-6)
-        if len(js) >= 3:
-            f0[key], b[key], fitted[key] = f0_k, b_k, True
+        fit = fit_key_partials(y, sample_rate, f0_nom[key], b_typ[key], partials)
+        if fit is not None:
+            f0[key], b[key], fitted[key] = fit
         j = np.arange(1, partials + 1)
         f = j * f0[key] * np.sqrt(1 + b[key] * j * j)
-        m = np.arange(n)
         proj = (y * window) @ np.exp(-2j * np.pi * np.outer(m, f) / sample_rate)  # (partials,)
         phase[key] = np.angle(proj * 2j)  # sin(w m + phi) projects onto e^{-i w m} as e^{i phi} / 2i
     if fitted.any():  # keys without enough notes: the nearest fitted key's detune and B
@@ -388,3 +362,40 @@ def estimate_partials(
             f0[key] = f0_nom[key] * f0[near] / f0_nom[near]
             b[key] = b[near]
     return f0, b, phase, used
+
+
+def fit_key_partials(y: np.ndarray, sample_rate: int, f0_nominal: float, b_start: float, partials: int):
+    """One key's f0 and B from its onset-aligned average ``y`` (samples,): the partials are found
+    one by one near ``j f0 sqrt(1 + B j^2)``, refitting f0 and B by least squares on
+    ``(f_j / j)^2 = f0^2 + f0^2 B j^2`` as they come. -> (f0_hz, b, True), or None where fewer
+    than 3 partials stood out."""
+    n = len(y)
+    window = np.hanning(n)
+    pad = 16 * n
+    nyq = 0.95 * sample_rate / 2
+    spec = np.abs(np.fft.rfft(y * window, pad))
+    hz = np.fft.rfftfreq(pad, 1 / sample_rate)
+    js, fs, ws = [], [], []
+    f0_k, b_k = f0_nominal, b_start
+    for j in range(1, partials + 1):
+        guess = j * f0_k * np.sqrt(1 + b_k * j * j)
+        if guess >= nyq:
+            break
+        lo, hi = np.searchsorted(hz, [guess - 0.3 * f0_k, guess + 0.3 * f0_k])
+        if hi - lo < 3:
+            continue
+        i = lo + int(np.argmax(spec[lo:hi]))
+        if i in (lo, hi - 1) or spec[i] < 4 * np.median(spec[lo:hi]):
+            continue  # no clear peak here
+        a, c_, e = np.log(spec[i - 1 : i + 2] + 1e-30)  # parabolic interpolation of the peak
+        delta = 0.5 * (a - e) / (a - 2 * c_ + e) if a - 2 * c_ + e != 0 else 0.0
+        js.append(j)
+        fs.append(hz[i] + delta * (hz[1] - hz[0]))
+        ws.append(spec[i])
+        if len(js) >= 3:
+            jj, ff, ww = np.array(js, float), np.array(fs), np.sqrt(np.array(ws))
+            design = np.stack([np.ones_like(jj), jj**2], axis=1) * ww[:, None]
+            sol, *_ = np.linalg.lstsq(design, (ff / jj) ** 2 * ww, rcond=None)
+            if sol[0] > 0 and sol[1] >= 0 and abs(np.sqrt(sol[0]) / f0_nominal - 1) < 0.03:
+                f0_k, b_k = np.sqrt(sol[0]), max(sol[1] / sol[0], 1e-6)
+    return (f0_k, b_k, True) if len(js) >= 3 else None

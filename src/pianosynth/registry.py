@@ -17,7 +17,6 @@ checkpoint into the folder and its index entry in one go.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .fileio import atomic_write, replacing
+from .fileio import atomic_write, file_sha1, replacing
 
 MODELS_DIR_ENV = "PIANOSYNTH_MODELS_DIR"  # another folder of shipped models (tests, a user's own set)
 INDEX_NAME = "index.json"
@@ -150,14 +149,6 @@ def write_index(models: dict[str, dict], folder: str | Path | None = None) -> Pa
     path = folder / INDEX_NAME
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
-
-
-def file_sha1(path: str | Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_hash(state: dict) -> str:

@@ -362,15 +362,22 @@ def create_app(
             return _error(400, "send a MIDI file or a score (field 'midi') or an example number (field 'example')")
         return name, midi, label, options
 
-    async def render_route(request: Request) -> Response:
-        read = await read_request(request, routed=False)
+    async def start_from(request: Request, routed: bool) -> tuple[RenderJob, dict] | Response:
+        """Reads a request's file and options and starts its render job, or answers why not."""
+        read = await read_request(request, routed=routed)
         if isinstance(read, Response):
             return read
         name, midi, label, options = read
         try:
-            job = jobs.start(render_work(name, midi, label, options), label)
+            return jobs.start(render_work(name, midi, label, options), label), options
         except Busy:
             return _error(429, "busy: one render at a time; try again when it is done")
+
+    async def render_route(request: Request) -> Response:
+        started = await start_from(request, routed=False)
+        if isinstance(started, Response):
+            return started
+        job, options = started
         while not job.finished:
             if await request.is_disconnected():  # the client has gone: nobody will hear it
                 job.cancel()
@@ -386,15 +393,10 @@ def create_app(
         return Response(job.result, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     async def start_job(request: Request) -> Response:
-        read = await read_request(request, routed=True)
-        if isinstance(read, Response):
-            return read
-        name, midi, label, options = read
-        try:
-            job = jobs.start(render_work(name, midi, label, options), label)
-        except Busy:
-            return _error(429, "busy: one render at a time; try again when it is done")
-        return JSONResponse(job_json(job), status_code=202)
+        started = await start_from(request, routed=True)
+        if isinstance(started, Response):
+            return started
+        return JSONResponse(job_json(started[0]), status_code=202)
 
     def job_json(job: RenderJob) -> dict:
         return {**job.to_json(), **{k: v for k, v in extras.get(job.id, {}).items() if k != "png"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
 import mido
@@ -11,6 +12,7 @@ import pytest
 from pianosynth.config import DEFAULT_SOUNDFONT
 
 HAS_FLUIDSYNTH = shutil.which("fluidsynth") is not None and Path(DEFAULT_SOUNDFONT).is_file()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's, for the page tests
 needs_fluidsynth = pytest.mark.skipif(not HAS_FLUIDSYNTH, reason="fluidsynth or FluidR3_GM.sf2 missing")
 
 
@@ -60,3 +62,10 @@ def simple_midi(tmp_path: Path) -> Path:
     """Two notes at 120 bpm (480 ticks per beat = 0.5 s)."""
     events = tempo(0, 120) + note(1, 0, 480, 60, 100) + note(1, 480, 960, 64, 50)
     return write_events(tmp_path / "simple.mid", events)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import needs_fluidsynth
+from conftest import CHROMIUM, needs_fluidsynth
 
 from pianosynth.config import Config, FeatureConfig
 from pianosynth.dataset import Cache, find_sources, prepare
@@ -206,7 +205,6 @@ def test_evaluate_writes_metrics_and_a_page(tiny):
         assert (out / "img" / f"{clip['name']}_roll.png").is_file()
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @needs_fluidsynth

@@ -4,12 +4,11 @@ level error, level matching, and the path that brings every system to stereo at 
 from __future__ import annotations
 
 import math
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import needs_fluidsynth
+from conftest import CHROMIUM, needs_fluidsynth
 
 from pianosynth.evaluate import (
     Clip,
@@ -247,7 +246,6 @@ def test_a_stereo_evaluation_scores_level_matched_and_keeps_the_mono_columns(ste
     assert page.count("<table") == 2 and page.count("<audio") == 2 * len(result["systems"])
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")

@@ -4,8 +4,6 @@ output choices, progress, a spectrogram and the download; through the job API an
 from __future__ import annotations
 
 import io
-import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import mido
 import pytest
 import soundfile as sf
-from conftest import note, tempo, write_events
+from conftest import CHROMIUM, free_port, note, tempo, write_events
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -24,7 +22,6 @@ from pianosynth.midi import write_midi  # noqa: E402
 from pianosynth.serve import create_app  # noqa: E402
 
 BASE_URL = "http://127.0.0.1:8000"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT = Path(__file__).resolve().parents[1]
 STRINGS_WARNING = "no shipped model plays program(s) 48 (String Ensemble 1); rendered them as piano"
 
@@ -124,19 +121,13 @@ def test_a_render_can_be_cancelled_from_the_page(client, tmp_path):
     assert client.get(f"/api/jobs/{job_id}/audio").status_code == 499
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
 def test_the_page_routes_warns_and_draws_in_chromium(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     import uvicorn
 
     midi = two_programs(tmp_path / "duo.mid")
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(threads=1, port=port), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

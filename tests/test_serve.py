@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import CHROMIUM, free_port
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -22,7 +21,6 @@ from pianosynth.midi import write_midi  # noqa: E402
 from pianosynth.serve import create_app  # noqa: E402
 
 BASE_URL = "http://127.0.0.1:8000"  # create_app's default address: requests for another Host are refused
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +80,12 @@ def test_one_render_at_a_time(midi):
         assert c.post("/api/render", data={"example": "0"}).status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
 def test_the_page_in_a_real_browser(midi, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(threads=1, port=port), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 
 from pianosynth.examples import generate_piece
 from pianosynth.midi import write_midi
@@ -93,12 +94,6 @@ def _serve(app, port: int):
     return server, thread
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_chunked_upload_over_the_limit_stops_early_without_filling_the_disk(tiny_model, tmp_path, monkeypatch):
     pytest.importorskip("uvicorn")
     import tempfile
@@ -108,7 +103,7 @@ def test_a_chunked_upload_over_the_limit_stops_early_without_filling_the_disk(ti
     spool = tmp_path / "spool"  # where a spooled upload would land
     spool.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spool))
-    port = _free_port()
+    port = free_port()
     server, thread = _serve(create_app(models={"tiny": tiny_model}, max_upload_bytes=20_000, port=port), port)
     sent, answer = 0, b""
     try:
@@ -144,7 +139,7 @@ def test_a_client_that_disconnects_stops_its_render(tiny_model, tmp_path):
 
     long_piece = tmp_path / "long.mid"
     write_midi(generate_piece(seed=0, bars=120), long_piece)  # ~5 min of music: many chunks
-    port = _free_port()
+    port = free_port()
     app = create_app(models={"tiny": tiny_model}, max_upload_bytes=2**20, threads=1, port=port)
     server, thread = _serve(app, port)
     try:

@@ -3,7 +3,9 @@ tiny synthetic instrument of the grand's file names (never the real samples, nev
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,3 +274,50 @@ def test_fluidsynth_renders_stereo_at_48khz_through_the_same_call():
     assert stereo.shape == (n, 2) and mono.shape == (n,) and stereo.dtype == mono.dtype == np.float32
     assert not np.allclose(stereo[:, 0], stereo[:, 1], atol=1e-3)  # FluidR3 pans its piano by key
     np.testing.assert_array_equal(mono, stereo.mean(axis=1, dtype=np.float32))
+
+
+
+SFIZZ_PARENT = """
+import os, signal, sys, threading, time
+from pianosynth.config import FeatureConfig, RenderConfig
+from pianosynth.midi import Note, Performance
+from pianosynth import render as r
+seconds = 1200.0  # long enough that sfizz is still rendering when its parent is killed
+notes = [Note(60 + i % 12, i * 0.5, i * 0.5 + 0.4, 64) for i in range(int(seconds * 2))]
+perf = Performance(notes=notes, pedals={}, end_s=seconds)
+cfg = FeatureConfig(sample_rate=48000, channels=2, note_clock="sfizz")
+threading.Thread(target=r.render, args=(perf, RenderConfig(source="sfizz"), cfg, int(seconds * 48000)), daemon=True).start()
+while not r._SFIZZ_PROCESSES or not any((p.tmp / "events.npy").exists() for p in r._SFIZZ_PROCESSES.values()):
+    time.sleep(0.01)
+(proc,) = r._SFIZZ_PROCESSES.values()
+time.sleep(0.5)  # the render request is on its way
+print(proc.proc.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_sfizz_process_dies_with_its_parent_even_mid_render(sfizz_grand):
+    """kill -9 of its parent ends a rendering sfizz process at once (its parent-death signal, set
+    by the child itself after exec: no Python runs between fork and exec, where a process with
+    threads can deadlock), not when its render is done."""
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", SFIZZ_PARENT], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.wait()
+    deadline = time.time() + 3
+    while time.time() < deadline and _running(child):
+        time.sleep(0.05)
+    alive = _running(child)
+    if alive:
+        os.kill(child, 9)
+    assert not alive, "sfizz rendered on after its parent was killed"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

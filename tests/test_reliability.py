@@ -318,7 +318,11 @@ def test_temporary_files_of_a_killed_synthesis_or_save_are_removed_by_the_next_r
 
 
 SYNTH_SCRIPT = """
-import sys
+import signal, sys
+# a shell's background job (`make test &`) starts with SIGINT ignored, and Python then keeps it
+# ignored: take Ctrl-C as a terminal's child would (set here, not in a preexec_fn: Python run
+# between fork and exec can deadlock in a process with threads)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pianosynth.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -337,11 +341,8 @@ def test_an_interrupted_synthesis_leaves_nothing_and_says_so(sig, tmp_path):
     scratch = tmp_path / "tmp"  # the child's temporary folder: the model's raw output goes there first
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}
-    # a shell's background job (`make test &`) starts with SIGINT ignored, and Python then keeps it
-    # ignored: give the child the default disposition, as a terminal's Ctrl-C finds it
     proc = subprocess.Popen(
         [sys.executable, "-c", SYNTH_SCRIPT, *args], stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline and not list(scratch.rglob("*.wav")):

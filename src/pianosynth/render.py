@@ -84,15 +84,25 @@ def check_renderer(cfg: RenderConfig) -> str:
     return exe
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGKILL it when its parent dies (even by kill -9),
-    so FluidSynth never renders on as an orphan (prctl PR_SET_PDEATHSIG)."""
+def _set_parent_death_signal() -> None:
+    """Asks Linux to SIGKILL this process when its parent dies, even by kill -9 (prctl
+    PR_SET_PDEATHSIG). Called by a child of ours after exec, never between fork and exec."""
     try:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the parent's finally still kills the process group
+
+
+def _die_with_parent_prefix() -> list[str]:
+    """A command prefix that makes the program it runs die with this process: util-linux's
+    ``setpriv --pdeathsig KILL``, which sets PR_SET_PDEATHSIG and then execs it. Python code run
+    between fork and exec (``preexec_fn``) can deadlock in a process with threads (a pool's, torch's),
+    and ``Popen`` then waits forever for the exec; a full CI run once hung there. Without setpriv
+    (not Linux) the prefix is empty and the parent's ``finally`` still kills the process group."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def remove_stale_render_folders(root: str | Path | None = None) -> list[Path]:
@@ -117,8 +127,8 @@ def run_bounded(cmd: list[str], out_path: Path, log_path: Path, max_bytes: int, 
     """
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            [*_die_with_parent_prefix(), *cmd], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )  # fmt: skip
     try:
         started = time.monotonic()
@@ -281,11 +291,12 @@ class SfizzProcess:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
         self.log_path = self.tmp / "sfizz.log"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), OMP_NUM_THREADS="1")
+        env["PIANOSYNTH_SFIZZ_PARENT"] = str(os.getpid())
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from pianosynth.render import _sfizz_main; _sfizz_main()"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True,  # the child sets its own parent-death signal (_sfizz_main)
             )  # fmt: skip
         self._buffer = b""
         try:
@@ -403,6 +414,9 @@ def _sfizz_main() -> None:
     render; one JSON reply line each on the original stdout (sfizz's own messages go to stderr)."""
     import resource
 
+    _set_parent_death_signal()
+    if str(os.getppid()) != os.environ.get("PIANOSYNTH_SFIZZ_PARENT"):  # it died before that
+        os._exit(1)
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this process ends

@@ -182,6 +182,25 @@ def test_weighted_loss_is_the_weighted_sum_of_its_terms():
         WeightedLoss({"l7": 1.0})
 
 
+def test_the_floored_training_term_is_the_published_metric_at_the_rates_sizes():
+    # "floored" in train.loss is evaluate's mrstft_floor80; at 48 kHz every multi-resolution term
+    # takes fft_sizes_for(48000) (1024, 2048, 4096), as evaluate measures the grand; 16 kHz keeps
+    # the sizes that every earlier model trained with.
+    from pianosynth.losses import METRIC_FLOOR_DB, fft_sizes_for
+
+    torch.manual_seed(0)
+    pred, target = 0.01 * torch.randn(2, 9600), 0.01 * torch.randn(2, 9600)
+    at48 = WeightedLoss({"floored": 1.0, "mrstft": 1.0, "complex": 1.0}, sample_rate=48000)
+    for name in ("floored", "mrstft"):
+        assert [s.n_fft for s in at48.terms[name].stfts] == [1024, 2048, 4096] == list(fft_sizes_for(48000))
+    assert at48.terms["complex"].sizes == (1024, 2048, 4096)
+    metric = MultiResolutionSTFTDistance((1024, 2048, 4096), floor_db=METRIC_FLOOR_DB)
+    torch.testing.assert_close(at48.terms["floored"](pred, target), metric(pred, target))
+    assert float(at48.terms["floored"](pred, target)) < float(at48.terms["mrstft"](pred, target))  # quiet bins count less
+    at16 = WeightedLoss({"mrstft": 1.0}, sample_rate=16000)
+    assert [s.n_fft for s in at16.terms["mrstft"].stfts] == [512, 1024, 2048]
+
+
 def test_distance_grows_with_noise():
     torch.manual_seed(0)
     t = torch.linspace(0, 1, 16000)

@@ -39,7 +39,7 @@ LR_SCHEDULES = ("constant", "cosine")
 CELLS = ("gru", "lstm", "rnn")
 DECODERS = ("ddsp", "frames", "grand", "istft", "voices")
 WINDOWS = ("ola", "rect")
-LOSSES = ("complex", "l1", "logmag", "mrstft", "mse")
+LOSSES = ("complex", "floored", "l1", "logmag", "mrstft", "mse")
 MAX_HIDDEN = 4096  # hidden units per direction: 4096 is ~100M weights a layer pair, far past any use here
 
 

@@ -61,6 +61,7 @@ from .dataset import Cache
 from .features import compute_features, compute_notes
 from .fileio import atomic_write
 from .losses import (
+    METRIC_FLOOR_DB,
     MultiResolutionSTFTDistance,
     fft_sizes_for,
     interchannel_level_error,
@@ -73,7 +74,7 @@ from .render import to_int16
 EVAL_SR = 16000
 MUSESCORE_SOUNDFONT = "/usr/share/sounds/sf3/MuseScore_General.sf3"
 METRICS = ("mrstft", "mrstft_floor80", "lsd", "loudness_r", "note_f1")
-FLOOR_DB = -80.0  # mrstft_floor80's log floor, relative to a full-scale sinusoid's peak bin
+FLOOR_DB = METRIC_FLOOR_DB  # mrstft_floor80's log floor, relative to a full-scale sinusoid's peak bin
 # the stereo evaluation's columns (issue 18), after level matching; and each clip's gain in dB
 STEREO_METRICS = ("mrstft_floor80_lr", "mrstft_floor80_mid", "ild_db", "loudness_r_mid", "note_f1_mid")
 ILD_RANGE_DB = 60.0  # ild_db counts the bins within this range of their frame's peak

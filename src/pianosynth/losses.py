@@ -249,17 +249,32 @@ class L1Loss(nn.Module):
         return torch.mean(torch.abs(pred - target))
 
 
+METRIC_FLOOR_DB = -80.0  # the published floored MR-STFT's log floor, below a full-scale sinusoid's peak bin
+
+
+class FlooredMRSTFTDistance(MultiResolutionSTFTDistance):
+    """The MR-STFT distance with its log floor at ``METRIC_FLOOR_DB``: the floored MR-STFT that
+    ``evaluate`` publishes, as a training term. Bins far below hearing count as equal, so the
+    model's effort goes to what is heard (the grand's error sits in quiet partials, issue 19)."""
+
+    def __init__(self, fft_sizes: tuple[int, ...] = (512, 1024, 2048), sc_floor_dbfs: float | None = None):
+        super().__init__(fft_sizes, floor_db=METRIC_FLOOR_DB, sc_floor_dbfs=sc_floor_dbfs)
+
+
 LOSSES = {
     "mse": MSELoss,
     "l1": L1Loss,
     "logmag": LogMagLoss,
     "mrstft": MultiResolutionSTFTDistance,
+    "floored": FlooredMRSTFTDistance,
     "complex": ComplexSTFTLoss,
 }
 
 
 # The terms whose denominators measure the target, and the option that floors them.
-FLOOR_OPTIONS = {"mrstft": "sc_floor_dbfs", "complex": "scale_floor_dbfs"}
+FLOOR_OPTIONS = {"mrstft": "sc_floor_dbfs", "floored": "sc_floor_dbfs", "complex": "scale_floor_dbfs"}
+# The multi-resolution terms, whose FFT sizes follow the sample rate (fft_sizes_for).
+SIZED = ("mrstft", "floored", "complex")
 
 
 class WeightedLoss(nn.Module):
@@ -267,10 +282,12 @@ class WeightedLoss(nn.Module):
 
     ``forward`` returns the total; ``last_terms`` keeps each unweighted term for logging.
     ``floor_dbfs`` (None: no floor) floors the terms that divide by the target's size at white
-    noise of that level (``FLOOR_OPTIONS``), so silent crops give finite losses.
+    noise of that level (``FLOOR_OPTIONS``), so silent crops give finite losses. ``sample_rate``
+    (None: 16 kHz's sizes) sets the multi-resolution terms' FFT sizes (``fft_sizes_for``), so that
+    each spans the same time at 48 kHz as at 16 kHz, as ``evaluate`` measures.
     """
 
-    def __init__(self, weights: dict[str, float], floor_dbfs: float | None = None):
+    def __init__(self, weights: dict[str, float], floor_dbfs: float | None = None, sample_rate: int | None = None):
         super().__init__()
         if not weights:
             raise ValueError("at least one loss is needed, e.g. {'logmag': 1.0}")
@@ -279,7 +296,8 @@ class WeightedLoss(nn.Module):
             raise ValueError(f"unknown loss(es) {unknown}; known: {sorted(LOSSES)}")
         self.weights = {k: float(v) for k, v in weights.items()}
         floor = lambda k: {FLOOR_OPTIONS[k]: floor_dbfs} if floor_dbfs is not None and k in FLOOR_OPTIONS else {}  # noqa: E731
-        self.terms = nn.ModuleDict({k: LOSSES[k](**floor(k)) for k in weights})
+        sized = lambda k: {"fft_sizes": fft_sizes_for(sample_rate)} if sample_rate and k in SIZED else {}  # noqa: E731
+        self.terms = nn.ModuleDict({k: LOSSES[k](**floor(k), **sized(k)) for k in weights})
         self.last_terms: dict[str, float] = {}
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

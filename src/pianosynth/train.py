@@ -40,7 +40,7 @@ from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoin
 from .config import Config, ConfigError, config_from_dict, stable_hash
 from .dataset import Cache, CacheError, CropDataset, collate
 from .fileio import atomic_write, remove_stale_temps
-from .losses import MultiResolutionSTFTDistance, WeightedLoss, log_spectral_distance
+from .losses import MultiResolutionSTFTDistance, WeightedLoss, fft_sizes_for, log_spectral_distance
 from .model import PianoSynth, build_model
 
 # Training and its validation floor the denominators that measure the target (spectral
@@ -232,12 +232,13 @@ def notes_lookback(model: PianoSynth) -> float | None:
 @torch.no_grad()
 def validate(
     model: torch.nn.Module, criterion: torch.nn.Module, data: CropDataset, device: torch.device, batch: int = 8,
-    floor_dbfs: float | None = LOSS_FLOOR_DBFS,
+    floor_dbfs: float | None = LOSS_FLOOR_DBFS, sample_rate: int = 16000,
 ) -> dict:
     """Mean validation loss, multi-resolution STFT distance (its spectral convergence floored at
-    ``floor_dbfs``, see ``LOSS_FLOOR_DBFS``) and log-spectral distance (dB)."""
+    ``floor_dbfs``, see ``LOSS_FLOOR_DBFS``; its FFT sizes those of ``sample_rate``, fft_sizes_for)
+    and log-spectral distance (dB)."""
     model.eval()
-    mrstft = MultiResolutionSTFTDistance(per_example=True, sc_floor_dbfs=floor_dbfs).to(device)
+    mrstft = MultiResolutionSTFTDistance(fft_sizes_for(sample_rate), per_example=True, sc_floor_dbfs=floor_dbfs).to(device)
     losses, dists, lsds = [], [], []
     for first in range(0, len(data), batch):
         items = [data[i] for i in range(first, min(len(data), first + batch))]
@@ -293,7 +294,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
         model = build_model(cfg.model, cfg.features).to(device)
     except ValueError as e:  # combinations a single field's range cannot see, e.g. an odd hop for ola
         raise ConfigError(f"model and features do not fit together: {e}") from e
-    criterion = WeightedLoss(tc.loss, floor_dbfs=LOSS_FLOOR_DBFS).to(device)
+    criterion = WeightedLoss(tc.loss, floor_dbfs=LOSS_FLOOR_DBFS, sample_rate=cfg.features.sample_rate).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     step, best, elapsed_before = 0, math.inf, 0.0
     if restart and writer_rank:
@@ -404,7 +405,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
         nonlocal best
         if not writer_rank:
             return
-        v = validate(model, criterion, valid_data, device)
+        v = validate(model, criterion, valid_data, device, sample_rate=cfg.features.sample_rate)
         metrics_csv.writerow([step, f"{elapsed():.1f}", "valid", v["loss"], v["mrstft"], v["lsd"]])
         metrics_file.flush()
         for k, val in v.items():

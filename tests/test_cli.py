@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import needs_fluidsynth
 
@@ -64,3 +65,15 @@ def test_the_shipped_default_model_runs_the_demo(tmp_path):
     assert sr == cfg.features.sample_rate and len(audio) > sr  # over a second of audio
     assert np.abs(audio).max() > 1e-3  # not silence
     assert (tmp_path / "demo.png").stat().st_size > 1000
+
+
+def test_train_help_names_every_shipped_recipe(capsys):
+    # the help text is built from the configs folder, so a new recipe cannot go missing from it
+    from pianosynth.cli import main
+    from pianosynth.recipes import shipped_recipes
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "grand" in shipped_recipes()
+    assert f"({', '.join(shipped_recipes())})" in text

@@ -22,6 +22,7 @@ from .commands.serve import cmd_serve
 from .commands.synthesize import cmd_demo, cmd_synthesize
 from .commands.train import cmd_train
 from .midi import MAX_SECONDS
+from .recipes import shipped_recipes
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "UserError", "build_parser", "check_numbers", "main"]
 
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "train a model on a prepared cache")
     p.add_argument("--cache", required=True, help="a cache folder made by prepare")
-    p.add_argument("--config", default=None, help="a shipped recipe by name (base, default, report, voices) or a YAML file (default: the shipped model's own recipe, from its checkpoint)")
+    p.add_argument("--config", default=None, help=f"a shipped recipe by name ({', '.join(shipped_recipes())}) or a YAML file (default: the shipped model's own recipe, from its checkpoint)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.cell=lstm")
     p.add_argument("--runs", default="runs", help="folder that holds run folders")
     p.add_argument("--name", default=None, help="run name prefix (default: the config's name)")

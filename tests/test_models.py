@@ -467,6 +467,13 @@ def test_switching_the_default_switches_what_synthesize_and_load_use(models, mad
     with pytest.raises(RegistryError, match="no model 'violin'"):
         registry.set_default("violin", models)
     assert registry.default_name(models) == "grand"
+    # export --default of a shipped file: indexed where it is, not rewritten, and the default
+    before = (models / "fluidr3.pt").read_bytes()
+    code, _, err = run_cli(capsys, "export", str(models / "fluidr3.pt"), "--name", "fluidr3", "--default")
+    assert code == 0 and "fluidr3 (default)" in err and registry.default_name(models) == "fluidr3", err
+    assert (models / "fluidr3.pt").read_bytes() == before
+    code, _, err = run_cli(capsys, "export", str(made / "piano.pt"), "-o", str(tmp_path / "x.pt"), "--default")
+    assert code == 1 and "--default go with --name" in err
     # an index naming a default it lacks: synthesize says so, models warns
     (models / "index.json").write_text(text.replace('"default": "grand"', '"default": "nothere"'))
     with pytest.raises(SynthesisError, match="names 'nothere' as the default"):

@@ -2,7 +2,10 @@
 ``pianosynth evaluate`` on the ASAP test split with the baselines.
 
     python benchmarks/phase_study.py --cache cache/asap-e630115312 --minutes 8 --threads 1 \
-        --extra "frames+logmag, 65 min (old default)=src/pianosynth/models/default.pt"
+        --extra "frames+logmag, 65 min (old default)=runs/previous-default.pt"
+
+(``runs/previous-default.pt``: ``git show 3f68521:src/pianosynth/models/default.pt``, the model
+shipped before this study; docs/phase.md.)
 
 Each pair trains from ``configs/base.yaml`` with only ``model.decoder`` and ``train.loss`` changed
 (cosine learning-rate decay over the budget, seed 0), for the same wall-clock minutes on the same

@@ -18,7 +18,8 @@ from pianosynth.dataset import find_sources, prepare
 from pianosynth.examples import write_demo_midi
 from pianosynth.midi import Note, Performance
 from pianosynth.registry import (
-    VELOCITY64, ModelInfo, RegistryError, record_velocity64_baseline, score_model_verdict, shipped, write_index,
+    VELOCITY64, ModelInfo, RegistryError, record_velocity64_baseline, score_model_verdict, shipped, velocity64_baseline_name,
+    write_index,
 )
 from pianosynth.routing import Router, choose
 from pianosynth.train import model_from_checkpoint, train
@@ -326,9 +327,9 @@ def test_grand_trains_a_step_on_a_tiny_stereo_cache_and_resumes_exactly(tmp_path
 # ---------------------------------------------------------------------------------------------
 
 
-def model_info(name: str, preset: str, figures: dict | None) -> ModelInfo:
+def model_info(name: str, preset: str, figures: dict | None, default: bool = False) -> ModelInfo:
     return ModelInfo(name, Path(f"/nowhere/{name}.pt"), 0, "Acoustic Grand Piano", "Piano", "FluidR3_GM.sf2", 16000,
-                     preset, "voices", 1, figures)  # fmt: skip
+                     preset, "voices", 1, figures, default=default)  # fmt: skip
 
 
 def score_figures(mrstft: float, loudness_r: float, base: tuple[float, float] | None) -> dict:
@@ -346,40 +347,42 @@ def flat_performance(velocity: int = 64) -> Performance:
     "mrstft, loudness_r, base, chosen",
     [
         (1.40, 0.80, (1.461, 0.758), "score"),  # better on both: the score model
-        (1.40, 0.70, (1.461, 0.758), "default"),  # closer spectra, worse loudness
-        (1.506, 0.786, (1.461, 0.758), "default"),  # today's: louder-right but farther (issue 19)
-        (1.461, 0.80, (1.461, 0.758), "default"),  # a tie is not a win
-        (1.40, 0.80, None, "default"),  # nothing recorded to beat
+        (1.40, 0.70, (1.461, 0.758), "fluidr3"),  # closer spectra, worse loudness
+        (1.506, 0.786, (1.461, 0.758), "fluidr3"),  # today's: louder-right but farther (issue 19)
+        (1.461, 0.80, (1.461, 0.758), "fluidr3"),  # a tie is not a win
+        (1.40, 0.80, None, "fluidr3"),  # nothing recorded to beat
     ],
 )
 def test_a_score_model_plays_by_itself_only_where_it_beats_the_default_at_velocity_64(mrstft, loudness_r, base, chosen, monkeypatch):
     models = {
-        "default": model_info("default", "performance", {"mrstft": 1.0, "loudness_r": 0.98, "note_f1": 0.7}),
+        "fluidr3": model_info("fluidr3", "performance", {"mrstft": 1.0, "loudness_r": 0.98, "note_f1": 0.7}, default=True),
         "score": model_info("score", "score", score_figures(mrstft, loudness_r, base)),
     }
     assert choose(models, 0, uniform=True).name == chosen
-    assert choose(models, 0, uniform=False).name == "default"  # a performance always goes to the default
+    assert choose(models, 0, uniform=False).name == "fluidr3"  # a performance always goes to the default
     router = Router(0)
     monkeypatch.setattr(router, "models", lambda: models)
     route = router.route(flat_performance(), "flat.mid")
-    assert [p.model for p in route.parts] == [None if chosen == "default" else "score"]
+    assert [p.model for p in route.parts] == [None if chosen == "fluidr3" else "score"]  # None: the default, the router's own
     assert len(route.messages) == 1
     if chosen == "score":
         assert "rendered with the score-mode model 'score'" in route.messages[0]
     else:  # synthesize says so
-        assert route.messages[0].startswith("flat.mid: every note has velocity 64; rendered with 'default', not the score-mode model 'score'")
+        assert route.messages[0].startswith("flat.mid: every note has velocity 64; rendered with 'fluidr3', not the score-mode model 'score'")
         assert ("no recorded test figures" if base is None else f"test MR-STFT {mrstft:.3f} against 1.461") in route.messages[0]
 
 
 def test_the_shipped_score_model_does_not_beat_the_default_at_velocity_64():
     """Read from the registry's recorded figures (docs/score-mode/eval-flat.json): the FluidR3
-    score model is farther on MR-STFT (1.506 against 1.461), so one-velocity files go to the default."""
+    score model is farther on MR-STFT (1.506 against fluidr3's 1.461), so one-velocity files go to
+    the default."""
     shipped_models = shipped()
     if "score" not in shipped_models:
         pytest.skip("no score model shipped")
     verdict, detail = score_model_verdict(shipped_models["score"])
     assert not verdict and detail == "test MR-STFT 1.506 against 1.461, loudness r 0.786 against 0.758"
-    assert choose(shipped_models, 0, uniform=True).name == "default"
+    assert velocity64_baseline_name(shipped_models["score"]) == "fluidr3"  # the default of its own reference
+    assert choose(shipped_models, 0, uniform=True).default
 
 
 def test_the_velocity64_baseline_must_be_the_defaults_own_figures(tmp_path):
@@ -388,18 +391,18 @@ def test_the_velocity64_baseline_must_be_the_defaults_own_figures(tmp_path):
     entry = {"file": "x.pt", "program": 0, "instrument": "Acoustic Grand Piano", "family": "Piano", "soundfont": "FluidR3_GM.sf2",
              "sample_rate": 16000, "decoder": "voices", "bytes": 1}  # fmt: skip
     index = {
-        "default": {**entry, "file": "default.pt", "preset": "performance", "weights": "not-these-weights"},
+        "fluidr3": {**entry, "file": "fluidr3.pt", "preset": "performance", "weights": "not-these-weights"},
         "score": {**entry, "file": "score.pt", "preset": "score", "weights": "w", "figures": score_figures(1.5, 0.78, None)},
     }
-    write_index(index, tmp_path)
+    write_index(index, tmp_path, default="fluidr3")
     with pytest.raises(RegistryError, match="other weights"):
         record_velocity64_baseline("score", metrics, system, folder=tmp_path)
     with pytest.raises(RegistryError, match="performance-mode model"):
-        record_velocity64_baseline("default", metrics, system, folder=tmp_path)
-    index["default"]["weights"] = "8d7c620b8361d4fde663a3b0fa38cb5bb4e6aea941b14074c86f9b207b8bb5db"  # the evaluated weights
+        record_velocity64_baseline("fluidr3", metrics, system, folder=tmp_path)
+    index["fluidr3"]["weights"] = "8d7c620b8361d4fde663a3b0fa38cb5bb4e6aea941b14074c86f9b207b8bb5db"  # the evaluated weights
     write_index(index, tmp_path)
     info = record_velocity64_baseline("score", metrics, system, folder=tmp_path)
-    assert info.figures[VELOCITY64]["mrstft"] == pytest.approx(1.4606, abs=1e-4)
+    assert info.figures[VELOCITY64]["mrstft"] == pytest.approx(1.4606, abs=1e-4) and velocity64_baseline_name(info) == "fluidr3"
     assert score_model_verdict(info) == (False, "test MR-STFT 1.500 against 1.461, loudness r 0.780 against 0.758")
 
 

@@ -42,9 +42,11 @@ def tiny_checkpoint(path: Path, seed: int, *sets: str) -> Path:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> Path:
-    """Checkpoints to ship: a piano, a harpsichord (GM 6), a score-mode piano, one at 22050 Hz."""
+    """Checkpoints to ship: a piano, a harpsichord (GM 6), a score-mode piano, one at 22050 Hz, and
+    a piano of another reference (a stand-in for the grand)."""
     root = tmp_path_factory.mktemp("checkpoints")
     tiny_checkpoint(root / "piano.pt", 0)
+    tiny_checkpoint(root / "grand.pt", 4, "render.soundfont=/somewhere/grand.sfz")
     tiny_checkpoint(root / "harpsichord.pt", 1, "render.program=6")
     tiny_checkpoint(root / "score.pt", 2, "features.preset=score")
     tiny_checkpoint(root / "marimba22k.pt", 3, "render.program=12", "features.sample_rate=22050")
@@ -52,16 +54,17 @@ def made(tmp_path_factory) -> Path:
 
 
 def ship(folder: Path, made: Path, **names: str) -> Path:
-    """A models folder holding ``name=checkpoint stem`` pairs, indexed by ``registry.add_model``."""
+    """A models folder holding ``name=checkpoint stem`` pairs, indexed by ``registry.add_model``;
+    the first is the default, as fluidr3 is in the package's own."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, stem in names.items():
-        registry.add_model(made / f"{stem}.pt", name, folder=folder)
+    for i, (name, stem) in enumerate(names.items()):
+        registry.add_model(made / f"{stem}.pt", name, folder=folder, default=i == 0)
     return folder
 
 
 @pytest.fixture
 def models(tmp_path, made, monkeypatch) -> Path:
-    folder = ship(tmp_path / "models", made, default="piano", harpsichord="harpsichord", score="score")
+    folder = ship(tmp_path / "models", made, fluidr3="piano", harpsichord="harpsichord", score="score")
     monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
     return folder
 
@@ -135,7 +138,7 @@ def test_each_program_goes_to_its_model_and_the_parts_are_mixed(models, tmp_path
     midi = multi_program_midi(tmp_path / "multi.mid")
     synth = pianosynth.load(threads=1)
     result = synth.render_result(midi, gain_db=-20)  # the untrained parts sum beyond full scale
-    piano, harpsichord = pianosynth.load(models / "default.pt", threads=1), pianosynth.load(models / "harpsichord.pt", threads=1)
+    piano, harpsichord = pianosynth.load(models / "fluidr3.pt", threads=1), pianosynth.load(models / "harpsichord.pt", threads=1)
     parts = split_by_program(read_midi(midi))
     # the piano plays its own program and the violin (no violin model): one part, notes together
     piano_part = parts[0]
@@ -153,7 +156,7 @@ def test_each_program_goes_to_its_model_and_the_parts_are_mixed(models, tmp_path
 def test_a_single_program_file_takes_the_single_model_path_bit_identical(models, tmp_path):
     midi = piano_midi(tmp_path / "piano.mid")
     routed = pianosynth.load(threads=1)
-    named = pianosynth.load(models / "default.pt", threads=1)
+    named = pianosynth.load(models / "fluidr3.pt", threads=1)
     assert routed.router is not None and named.router is None
     a, b = routed.render_result(midi), named.render_result(midi)  # with the loudness stage
     np.testing.assert_array_equal(a.audio, b.audio)
@@ -175,7 +178,7 @@ def test_a_harpsichord_file_is_played_by_the_harpsichord_model(models, tmp_path)
 
 
 def test_parts_at_another_rate_are_resampled_into_the_mix(tmp_path, made, monkeypatch):
-    folder = ship(tmp_path / "models", made, default="piano", marimba="marimba22k")
+    folder = ship(tmp_path / "models", made, fluidr3="piano", marimba="marimba22k")
     monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
     events = tempo(0, 120) + program_change(0, 0) + program_change(1, 12)
     events += note(1, 0, 480, 60, 100, channel=0) + note(1, 240, 600, 72, 60, channel=1)
@@ -183,7 +186,7 @@ def test_parts_at_another_rate_are_resampled_into_the_mix(tmp_path, made, monkey
     result = pianosynth.load(threads=1).render_result(midi, gain_db=-20)
     assert result.sample_rate == 22050  # the mix keeps the widest band
     parts = split_by_program(read_midi(midi))
-    piano16 = part_audio(pianosynth.load(folder / "default.pt", threads=1), parts[0])
+    piano16 = part_audio(pianosynth.load(folder / "fluidr3.pt", threads=1), parts[0])
     marimba = part_audio(pianosynth.load(folder / "marimba.pt", threads=1), parts[12])
     piano22 = Resampler(16000, 22050, len(piano16))(piano16, last=True)
     n = max(len(piano22), len(marimba))
@@ -224,7 +227,7 @@ def test_a_file_without_velocity_variation_gets_the_score_model(models, tmp_path
     # varied velocities: the performance model
     varied = piano_midi(tmp_path / "varied.mid", velocities=(80, 81, 80))
     a = pianosynth.load(threads=1).render_result(varied)
-    np.testing.assert_array_equal(a.audio, pianosynth.load(models / "default.pt", threads=1).render_result(varied).audio)
+    np.testing.assert_array_equal(a.audio, pianosynth.load(models / "fluidr3.pt", threads=1).render_result(varied).audio)
     assert a.messages == []
     # the CLI says so; a named model or instrument overrides the choice
     code, _, err = run_cli(capsys, "synthesize", str(flat), "-o", str(tmp_path / "a.wav"))
@@ -235,11 +238,11 @@ def test_a_file_without_velocity_variation_gets_the_score_model(models, tmp_path
 
 
 def test_without_a_shipped_score_model_a_flat_file_stays_with_the_piano(tmp_path, made, monkeypatch):
-    folder = ship(tmp_path / "models", made, default="piano")
+    folder = ship(tmp_path / "models", made, fluidr3="piano")
     monkeypatch.setenv(MODELS_DIR_ENV, str(folder))
     flat = piano_midi(tmp_path / "flat.mid", velocities=(64, 64))
     routed = pianosynth.load(threads=1).render_result(flat)
-    np.testing.assert_array_equal(routed.audio, pianosynth.load(folder / "default.pt", threads=1).render_result(flat).audio)
+    np.testing.assert_array_equal(routed.audio, pianosynth.load(folder / "fluidr3.pt", threads=1).render_result(flat).audio)
     assert routed.messages == [] and routed.warnings == []
 
 
@@ -252,8 +255,8 @@ def test_instrument_picks_a_shipped_model(models, tmp_path, capsys):
     midi = piano_midi(tmp_path / "piano.mid")
     assert pianosynth.load(instrument="harpsichord").source == models / "harpsichord.pt"
     assert pianosynth.load(instrument="Harpsichord").source == models / "harpsichord.pt"  # its GM name
-    assert pianosynth.load(instrument="piano").source == models / "default.pt"
-    assert pianosynth.load(instrument="acoustic grand piano").source == models / "default.pt"  # performance first
+    assert pianosynth.load(instrument="piano").source == models / "fluidr3.pt"
+    assert pianosynth.load(instrument="acoustic grand piano").source == models / "fluidr3.pt"  # performance first
     assert pianosynth.load(instrument="score").source == models / "score.pt"
     with pytest.raises(RegistryError, match="unknown instrument 'violin'"):
         pianosynth.load(instrument="violin")
@@ -267,7 +270,7 @@ def test_instrument_picks_a_shipped_model(models, tmp_path, capsys):
     code, _, err = run_cli(capsys, "synthesize", str(midi), "-o", str(tmp_path / "v.wav"), "--instrument", "violin")
     assert code == 1 and len(err.strip().splitlines()) == 1 and not (tmp_path / "v.wav").exists()
     assert err.strip() == (
-        "error: unknown instrument 'violin'; shipped: default (Acoustic Grand Piano), harpsichord (Harpsichord), "
+        "error: unknown instrument 'violin'; shipped: fluidr3 (Acoustic Grand Piano), harpsichord (Harpsichord), "
         "score (Acoustic Grand Piano, score mode)"
     )
     code, _, err = run_cli(capsys, "synthesize", str(midi), "-o", str(tmp_path / "x.wav"), "--instrument", "piano", "--model", "default")
@@ -312,7 +315,7 @@ def test_export_name_ships_a_model_with_its_figures_and_models_lists_it(models, 
     assert code == 0 and err == "", err
     lines = out.split("\n\n")[0].splitlines()  # the table; the licences follow it
     assert lines[0].split() == ["name", "instrument", "program", "rate", "preset", "size", "MR-STFT", "loudness", "r", "note", "F1", "evaluated", "on"]
-    assert [line.split()[0] for line in lines[1:]] == ["default", "harpsichord", "score"]
+    assert [line.split()[0] for line in lines[1:]] == ["fluidr3", "harpsichord", "score"]
     assert lines[2].split() == ["harpsichord", "Harpsichord", "6", "16000", "Hz", "performance", "0.1", "MB", "-", "-", "-", "-"]
     weights = registry.weights_hash(load_checkpoint(made / "harpsichord.pt"))
     metrics = metrics_json(tmp_path / "metrics.json", {"h (frames, mrstft)": {"mrstft": 1.234, "loudness_r": 0.9, "note_f1": None},
@@ -334,7 +337,7 @@ def test_export_name_ships_a_model_with_its_figures_and_models_lists_it(models, 
     row = out.splitlines()[2].split()
     assert row[:2] == ["harpsichord", "Harpsichord"] and row[8:] == ["1.234", "0.900", "-", "2", "x", "5", "s,", "test", "of", "tiny-cache"]
     listed = json.loads(run_cli(capsys, "models", "--json")[1])
-    assert [m["name"] for m in listed] == ["default", "harpsichord", "score"] and listed[1]["figures"]["loudness_r"] == 0.9
+    assert [m["name"] for m in listed] == ["fluidr3", "harpsichord", "score"] and listed[1]["figures"]["loudness_r"] == 0.9
     # the shipped file itself, exported again: indexed in place, not rewritten, figures kept
     before = (models / "harpsichord.pt").read_bytes()
     code, _, err = run_cli(capsys, "export", str(models / "harpsichord.pt"), "--name", "harpsichord")
@@ -352,7 +355,7 @@ def test_export_name_ships_a_model_with_its_figures_and_models_lists_it(models, 
     code, _, err = run_cli(capsys, "export", str(made / "piano.pt"))
     assert code == 1 and "give -o FILE for a slim copy, or --name NAME" in err
     code, _, err = run_cli(capsys, "export", str(made / "piano.pt"), "-o", str(tmp_path / "x.pt"), "--results", str(metrics))
-    assert code == 1 and "--results and --system go with --name" in err and not (tmp_path / "x.pt").exists()
+    assert code == 1 and "--results, --system and --default go with --name" in err and not (tmp_path / "x.pt").exists()
 
 
 def test_models_warns_where_the_index_and_the_files_disagree(models, made, capsys):
@@ -360,7 +363,7 @@ def test_models_warns_where_the_index_and_the_files_disagree(models, made, capsy
     (models / "score.pt").unlink()
     code, out, err = run_cli(capsys, "models")
     assert code == 0
-    assert [line.split()[0] for line in out.split("\n\n")[0].splitlines()[1:]] == ["default", "harpsichord", "stray"]
+    assert [line.split()[0] for line in out.split("\n\n")[0].splitlines()[1:]] == ["fluidr3", "harpsichord", "stray"]
     assert "Acoustic Guitar (nylon)" in out  # read from the checkpoint itself, no figures
     assert "warning: score: listed in index.json" in err
     assert "warning: stray: stray.pt is not in index.json" in err
@@ -381,9 +384,12 @@ def test_the_shipped_index_describes_the_shipped_files(monkeypatch):
     monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
     assert registry.check() == []
     shipped = registry.shipped()
-    assert "default" in shipped and all(m.indexed for m in shipped.values())
+    assert list(shipped)[0] == registry.default_name() == "fluidr3" and all(m.indexed for m in shipped.values())
     assert all(m.bytes <= registry.MAX_SHIPPED_BYTES for m in shipped.values())
-    assert shipped["default"].program == 0 and shipped["default"].preset == "performance"
+    fluidr3 = shipped["fluidr3"]
+    assert fluidr3.default and fluidr3.program == 0 and fluidr3.preset == "performance"
+    assert (fluidr3.soundfont, fluidr3.sample_rate) == ("FluidR3_GM.sf2", 16000)  # the founding report's setting
+    assert not (registry.models_dir() / "default.pt").exists()  # the default is the index's, not a file's name
 
 
 def test_models_names_each_shipped_models_training_data_terms_and_its_reference(monkeypatch, capsys):
@@ -400,3 +406,136 @@ def test_models_names_each_shipped_models_training_data_terms_and_its_reference(
     assert registry.reference_credit("/x/SalamanderGrandPianoV3.sfz") == "Salamander Grand Piano by Alexander Holm (CC BY 3.0)"
     assert registry.reference_credit("mine.sf2") == "mine.sf2 (maker and licence not recorded here)"
     assert registry.reference_credit("/home/u/.cache/pianosynth/grand/grand.sfz").startswith("Salamander Grand Piano by Alexander Holm")
+
+
+# ---------------------------------------------------------------------------------------------
+# The default model: named by the index, not by a file's name (issue 19)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_index_names_the_default_and_default_resolves_to_it(models, tmp_path, capsys):
+    raw = json.loads((models / "index.json").read_text())
+    assert raw["format"] == registry.INDEX_FORMAT == 2 and raw["default"] == "fluidr3"
+    assert list(raw["models"]) == ["fluidr3", "harpsichord", "score"] and not (models / "default.pt").exists()
+    assert registry.default_name(models) == registry.resolve_name("default") == "fluidr3"
+    assert registry.resolve_name("harpsichord") == "harpsichord"
+    fluidr3 = models / "fluidr3.pt"
+    assert pianosynth.load().source == pianosynth.load("default").source == pianosynth.load("fluidr3").source == fluidr3
+    assert pianosynth.load(instrument="piano").source == pianosynth.load(instrument="default").source == fluidr3
+    assert list(pianosynth.shipped_models()) == ["fluidr3", "harpsichord", "score"]  # names, not the alias
+    code, out, err = run_cli(capsys, "models")
+    assert code == 0 and err == "", err
+    rows = out.split("\n\n")[0].splitlines()[1:]
+    assert rows[0].startswith("fluidr3 (default)  Acoustic Grand Piano") and "(default)" not in "".join(rows[1:])
+    listed = json.loads(run_cli(capsys, "models", "--json")[1])
+    assert [(m["name"], m["default"]) for m in listed] == [("fluidr3", True), ("harpsichord", False), ("score", False)]
+    # "default" names no model of its own: it cannot be shipped under that name
+    with pytest.raises(RegistryError, match="means the index's default model"):
+        registry.add_model(models / "harpsichord.pt", "default", folder=models)
+
+
+def test_switching_the_default_switches_what_synthesize_and_load_use(models, made, tmp_path, capsys):
+    midi = piano_midi(tmp_path / "piano.mid")
+    code, _, err = run_cli(capsys, "export", str(made / "grand.pt"), "--name", "grand", "--default")
+    assert code == 0 and "grand (default): Acoustic Grand Piano" in err, err
+    assert registry.default_name() == "grand" and json.loads((models / "index.json").read_text())["default"] == "grand"
+    grand = models / "grand.pt"
+    assert pianosynth.load().source == pianosynth.load("default").source == pianosynth.load(instrument="piano").source == grand
+    assert pianosynth.load("fluidr3").source == models / "fluidr3.pt"  # still there by its name
+    assert pianosynth.load(instrument="acoustic grand piano").source == grand  # the default before others of its program
+    for name, option in (("auto", []), ("alias", ["--model", "default"]), ("named", ["--model", "grand"])):
+        code, _, err = run_cli(capsys, "synthesize", str(midi), "-o", str(tmp_path / f"{name}.wav"), *option)
+        assert code == 0, err
+    assert (tmp_path / "auto.wav").read_bytes() == (tmp_path / "alias.wav").read_bytes() == (tmp_path / "named.wav").read_bytes()
+    code, _, _ = run_cli(capsys, "synthesize", str(midi), "-o", str(tmp_path / "fluidr3.wav"), "--model", "fluidr3")
+    assert code == 0 and (tmp_path / "fluidr3.wav").read_bytes() != (tmp_path / "auto.wav").read_bytes()
+    # a program without a model of its own goes to the default
+    violin = write_events(tmp_path / "violin.mid", tempo(0, 120) + program_change(0, 40) + note(1, 0, 480, 76, 80))
+    routed = pianosynth.load(threads=1).render_result(violin)
+    np.testing.assert_array_equal(routed.audio, pianosynth.load(grand, threads=1).render_result(violin).audio)
+    assert run_cli(capsys, "models")[1].split("\n\n")[0].splitlines()[1].startswith("grand (default)")
+    # back again: one line of index.json
+    text = (models / "index.json").read_text()
+    assert text.count('"default": "grand"') == 1
+    (models / "index.json").write_text(text.replace('"default": "grand"', '"default": "fluidr3"'))
+    assert pianosynth.load().source == pianosynth.load("default").source == models / "fluidr3.pt"
+    assert registry.check(models) == []
+    # set_default: indexed performance models only
+    assert registry.set_default("grand", models).default and registry.default_name(models) == "grand"
+    with pytest.raises(RegistryError, match="score-mode model"):
+        registry.set_default("score", models)
+    with pytest.raises(RegistryError, match="no model 'violin'"):
+        registry.set_default("violin", models)
+    assert registry.default_name(models) == "grand"
+    # export --default of a shipped file: indexed where it is, not rewritten, and the default
+    before = (models / "fluidr3.pt").read_bytes()
+    code, _, err = run_cli(capsys, "export", str(models / "fluidr3.pt"), "--name", "fluidr3", "--default")
+    assert code == 0 and "fluidr3 (default)" in err and registry.default_name(models) == "fluidr3", err
+    assert (models / "fluidr3.pt").read_bytes() == before
+    code, _, err = run_cli(capsys, "export", str(made / "piano.pt"), "-o", str(tmp_path / "x.pt"), "--default")
+    assert code == 1 and "--default go with --name" in err
+    # an index naming a default it lacks: synthesize says so, models warns
+    (models / "index.json").write_text(text.replace('"default": "grand"', '"default": "nothere"'))
+    with pytest.raises(SynthesisError, match="names 'nothere' as the default"):
+        pianosynth.load()
+    assert "names 'nothere' as the default model" in run_cli(capsys, "models")[2]
+
+
+def test_a_format1_index_without_the_key_still_names_its_default_model(models, made, tmp_path):
+    """An index of format 1 had no "default" key: the model named "default" was the default."""
+    index = registry.read_index(models)
+    (models / "fluidr3.pt").rename(models / "default.pt")
+    old = {"default": {**index.pop("fluidr3"), "file": "default.pt"}, **index}
+    (models / "index.json").write_text(json.dumps({"format": 1, "models": old}, indent=1) + "\n")
+    assert registry.default_name(models) == registry.resolve_name("default") == "default"
+    assert pianosynth.load().source == pianosynth.load("default").source == pianosynth.load(instrument="piano").source == models / "default.pt"
+    shipped = registry.shipped(models)
+    assert list(shipped) == ["default", "harpsichord", "score"] and shipped["default"].default and registry.check(models) == []
+    assert pianosynth.load(threads=1).router is not None
+    # adding a model writes format 2 and keeps that default
+    registry.add_model(made / "marimba22k.pt", "marimba", folder=models)
+    raw = json.loads((models / "index.json").read_text())
+    assert raw["format"] == 2 and raw["default"] == "default" and list(raw["models"])[0] == "default"
+    # a folder without an index: default.pt is the default, as before
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (models / "default.pt").rename(bare / "default.pt")
+    assert registry.default_name(bare) == "default" and registry.shipped(bare)["default"].default
+    # and an index of an unknown format is refused
+    (models / "index.json").write_text(json.dumps({"format": 3, "models": {}}))
+    with pytest.raises(RegistryError, match="not a model index of format 1 or 2"):
+        registry.read_index(models)
+
+
+def test_the_score_models_baseline_is_the_default_of_its_own_reference(models, made, tmp_path):
+    """Once another reference's model (the grand) is the default, the FluidR3 score model is still
+    measured against fluidr3, the performance model of its program and its soundfont."""
+    from pianosynth.checkpoint import load_checkpoint
+
+    registry.add_model(made / "grand.pt", "grand", folder=models, default=True)
+    index = registry.read_index(models)
+    assert index["grand"]["soundfont"] == "grand.sfz" and index["score"]["soundfont"] == index["fluidr3"]["soundfont"] == "FluidR3_GM.sf2"
+    assert registry.velocity64_baseline_model(index["score"], index, "grand") == "fluidr3"
+    assert registry.velocity64_baseline_model({**index["score"], "soundfont": "grand.sfz"}, index, "grand") == "grand"
+    assert registry.velocity64_baseline_model({**index["score"], "soundfont": "other.sf2"}, index, "grand") is None
+    index["score"]["figures"] = {"mrstft": 1.5, "loudness_r": 0.78, "note_f1": 0.7}
+    registry.write_index(index, models)
+    assert registry.default_name(models) == "grand"  # write_index keeps the default
+    fluidr3_weights = registry.weights_hash(load_checkpoint(models / "fluidr3.pt"))
+    grand_weights = registry.weights_hash(load_checkpoint(models / "grand.pt"))
+    flat = {"flat (voices), every velocity 64": {"mrstft": 1.46, "loudness_r": 0.76, "note_f1": 0.7}}
+    # the grand's figures are not the score model's baseline: the weights say whose they are
+    with pytest.raises(RegistryError, match="other weights"):
+        registry.record_velocity64_baseline("score", metrics_json(tmp_path / "g.json", flat, {next(iter(flat)): grand_weights}), folder=models)
+    info = registry.record_velocity64_baseline("score", metrics_json(tmp_path / "f.json", flat, {next(iter(flat)): fluidr3_weights}), folder=models)
+    assert info.figures[registry.VELOCITY64]["source"]["model"] == "fluidr3"
+    assert registry.velocity64_baseline_name(info) == "fluidr3"
+    assert registry.score_model_verdict(info) == (False, "test MR-STFT 1.500 against 1.460, loudness r 0.780 against 0.760")
+    # a one-velocity file: the score model does not beat fluidr3, so the default (the grand) plays it, and says so
+    midi = piano_midi(tmp_path / "flat.mid", velocities=(64, 64, 64))
+    routed = pianosynth.load(threads=1).render_result(midi)
+    assert routed.messages == [
+        f"{midi}: every note has velocity 64; rendered with 'grand', not the score-mode model 'score', which does not beat "
+        "'fluidr3' at velocity 64 (test MR-STFT 1.500 against 1.460, loudness r 0.780 against 0.760)"
+    ]
+    np.testing.assert_array_equal(routed.audio, pianosynth.load(models / "grand.pt", threads=1).render_result(midi).audio)

@@ -37,7 +37,8 @@ def client():
 
 
 def test_render_an_upload_and_an_example(client, midi):
-    assert "default" in client.get("/api/models").json()["models"]
+    listed = client.get("/api/models").json()
+    assert listed["models"][0] == "fluidr3" and {"value": "fluidr3", "label": "fluidr3 (Acoustic Grand Piano, default)"} in listed["choices"]
     r = client.post("/api/render", data={"model": "default"}, files={"midi": ("tune.mid", midi.read_bytes(), "audio/midi")})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "audio/wav" and 'filename="tune.wav"' in r.headers["content-disposition"]

@@ -454,11 +454,11 @@ def mono_mix_system(reference: System) -> System:
 
 
 def shipped_fluidr3_model() -> Path | None:
-    """The shipped model that learned FluidR3's grand at 16 kHz (today's default), if any."""
+    """The shipped performance model that learned FluidR3's grand at 16 kHz (fluidr3), if any."""
     from .registry import shipped
 
     for info in shipped().values():
-        if info.soundfont == Path(DEFAULT_SOUNDFONT).name and info.program == 0 and info.sample_rate == EVAL_SR:
+        if info.soundfont == Path(DEFAULT_SOUNDFONT).name and info.program == 0 and info.sample_rate == EVAL_SR and info.preset == "performance":
             return info.path
     return None
 

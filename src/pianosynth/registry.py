@@ -1,8 +1,10 @@
 """The shipped models: one folder of checkpoints and the index beside them (issue 12).
 
 Each model is ``NAME.pt`` in the models folder (the package's ``models/``, or the folder named by
-the ``PIANOSYNTH_MODELS_DIR`` environment variable). ``index.json`` beside them lists, for each
-name, what the checkpoint's config says (General MIDI program, instrument, sample rate, feature
+the ``PIANOSYNTH_MODELS_DIR`` environment variable). ``index.json`` beside them names the default
+model (its ``"default"`` key: what ``load()`` and ``synthesize`` use when nothing is named, what
+``--instrument piano`` and the name ``default`` mean) and lists, for each name, what the
+checkpoint's config says (General MIDI program, instrument, sample rate, feature
 preset, decoder), the file's size and SHA-1, a hash of its weights, and its test figures with
 where they came from: the ``metrics.json`` that ``pianosynth evaluate`` wrote, its cache, split
 and clips, and the system read from it. Figures only ever enter through ``add_model`` from such a
@@ -11,8 +13,12 @@ file; a model without them shows "-".
 A checkpoint in the folder that the index does not list (or lists with another size) is still a
 shipped model: its facts are read from its own config, and it has no figures.
 
-``pianosynth export CKPT --name NAME [--results metrics.json]`` (``add_model``) writes the slim
-checkpoint into the folder and its index entry in one go.
+``pianosynth export CKPT --name NAME [--results metrics.json] [--default]`` (``add_model``) writes
+the slim checkpoint into the folder and its index entry in one go; ``set_default`` (or editing the
+``"default"`` line of index.json) makes another shipped model the default.
+
+Index formats: 2 has the ``"default"`` key. Format 1 (and a folder without an index) had none: its
+default is the model named ``default`` (``default.pt``), which is still read so.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from .fileio import atomic_write, file_sha1, replacing
 
 MODELS_DIR_ENV = "PIANOSYNTH_MODELS_DIR"  # another folder of shipped models (tests, a user's own set)
 INDEX_NAME = "index.json"
-INDEX_FORMAT = 1
-DEFAULT_MODEL = "default"  # the piano: what load() and synthesize use when nothing is named
+INDEX_FORMAT = 2  # written; 2 added the top-level "default" key
+READ_FORMATS = (1, 2)  # read (format 1: the default is the model named "default")
+DEFAULT_ALIAS = "default"  # the name that means the index's default model wherever a model is named
 MAX_SHIPPED_BYTES = 20_000_000  # a shipped model file stays at 20 MB or under (issue 12, point 6)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 FIGURES = ("mrstft", "loudness_r", "note_f1")  # from evaluate's summary: the means over clips
@@ -57,6 +64,7 @@ class ModelInfo:
     figures: dict | None = None  # {"mrstft", "loudness_r", "note_f1", "source": {...}} or None
     indexed: bool = True  # False: read from the checkpoint itself, not listed in index.json
     data: str | None = None  # what it was trained on and the terms the weights inherit (index.json "data")
+    default: bool = False  # the index's default model (what load() and synthesize use when nothing is named)
 
     @property
     def reference_credit(self) -> str:
@@ -96,13 +104,17 @@ def models_dir() -> Path:
     return Path(str(resources.files("pianosynth") / "models"))
 
 
+def _files(folder: Path, default: str | None) -> dict[str, Path]:
+    files = {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
+    if default in files:
+        files = {default: files.pop(default), **files}
+    return files
+
+
 def model_files(folder: str | Path | None = None) -> dict[str, Path]:
     """Name -> checkpoint file for every ``*.pt`` in the folder, the default first."""
     folder = Path(folder) if folder is not None else models_dir()
-    files = {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
-    if DEFAULT_MODEL in files:
-        files = {DEFAULT_MODEL: files.pop(DEFAULT_MODEL), **files}
-    return files
+    return _files(folder, default_name(folder))
 
 
 def instrument_name(program: int) -> str:
@@ -123,31 +135,66 @@ def instrument_family(program: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _read(folder: Path) -> tuple[dict[str, dict], str | None]:
+    """(name -> index entry, the default model's name) of a models folder: the index's "default";
+    for an index without one (format 1) or no index, the model named "default" if there is one."""
+    path = folder / INDEX_NAME
+    models, default = {}, None
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise RegistryError(f"{path}: not a readable model index ({e})") from e
+        if not isinstance(data, dict) or data.get("format") not in READ_FORMATS or not isinstance(data.get("models"), dict):
+            raise RegistryError(f"{path}: not a model index of format {' or '.join(map(str, READ_FORMATS))}")
+        models, default = data["models"], data.get("default")
+        if default is not None and (not isinstance(default, str) or not NAME_PATTERN.match(default)):
+            raise RegistryError(f"{path}: \"default\" must be a model's name, got {default!r}")
+    if default is None and (DEFAULT_ALIAS in models or (folder / f"{DEFAULT_ALIAS}.pt").is_file()):
+        default = DEFAULT_ALIAS  # format 1: the default was the model of that name
+    return models, default
+
+
 def read_index(folder: str | Path | None = None) -> dict[str, dict]:
     """Name -> index entry; {} where there is no index.
 
     Raises:
         RegistryError: the index exists but is not one this version reads.
     """
-    path = (Path(folder) if folder is not None else models_dir()) / INDEX_NAME
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise RegistryError(f"{path}: not a readable model index ({e})") from e
-    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or not isinstance(data.get("models"), dict):
-        raise RegistryError(f"{path}: not a model index of format {INDEX_FORMAT}")
-    return data["models"]
+    return _read(Path(folder) if folder is not None else models_dir())[0]
 
 
-def write_index(models: dict[str, dict], folder: str | Path | None = None) -> Path:
-    """Writes the index atomically, names sorted, the default first."""
+def default_name(folder: str | Path | None = None) -> str | None:
+    """The default model's name: the index's ``"default"``; for a format-1 index or a folder
+    without an index, the model named "default" where there is one; else None.
+
+    Raises:
+        RegistryError: the index exists but is not one this version reads.
+    """
+    return _read(Path(folder) if folder is not None else models_dir())[1]
+
+
+def resolve_name(name: str, folder: str | Path | None = None) -> str:
+    """A model's name as a user gives it: ``default`` is the default model's own name (where the
+    folder has a default); any other name is itself."""
+    if name == DEFAULT_ALIAS:
+        return default_name(folder) or name
+    return name
+
+
+def write_index(models: dict[str, dict], folder: str | Path | None = None, default: str | None = None) -> Path:
+    """Writes the index atomically, names sorted, the default first. ``default``: the default
+    model's name; None keeps the folder's current default."""
     folder = Path(folder) if folder is not None else models_dir()
-    ordered = dict(sorted(models.items(), key=lambda kv: (kv[0] != DEFAULT_MODEL, kv[0])))
-    text = json.dumps({"format": INDEX_FORMAT, "models": ordered}, indent=1) + "\n"
+    if default is None:
+        try:
+            default = _read(folder)[1]
+        except RegistryError:  # an unreadable index is being replaced: it names nothing
+            default = DEFAULT_ALIAS if DEFAULT_ALIAS in models else None
+    ordered = dict(sorted(models.items(), key=lambda kv: (kv[0] != default, kv[0])))
+    data = {"format": INDEX_FORMAT, **({"default": default} if default is not None else {}), "models": ordered}
     path = folder / INDEX_NAME
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
     return path
 
 
@@ -187,12 +234,12 @@ def describe_checkpoint(path: str | Path, state: dict | None = None) -> dict:
     }
 
 
-def _info(name: str, path: Path, entry: dict, indexed: bool) -> ModelInfo:
+def _info(name: str, path: Path, entry: dict, indexed: bool, default: bool = False) -> ModelInfo:
     return ModelInfo(
         name=name, path=path, program=int(entry["program"]), instrument=entry["instrument"], family=entry["family"],
         soundfont=entry["soundfont"], sample_rate=int(entry["sample_rate"]), preset=entry["preset"],
         decoder=entry["decoder"], bytes=int(entry["bytes"]), figures=entry.get("figures"), indexed=indexed,
-        data=entry.get("data"),
+        data=entry.get("data"), default=default,
     )  # fmt: skip
 
 
@@ -200,14 +247,14 @@ def shipped(folder: str | Path | None = None) -> dict[str, ModelInfo]:
     """Every shipped model by name, the default first. Index entries are trusted where the file's
     size agrees (``check`` compares SHA-1s too); any other checkpoint is read from its config."""
     folder = Path(folder) if folder is not None else models_dir()
-    index = read_index(folder)
+    index, default = _read(folder)
     out = {}
-    for name, path in model_files(folder).items():
+    for name, path in _files(folder, default).items():
         entry = index.get(name)
         if entry is not None and entry.get("file") == path.name and entry.get("bytes") == path.stat().st_size:
-            out[name] = _info(name, path, entry, indexed=True)
+            out[name] = _info(name, path, entry, indexed=True, default=name == default)
         else:
-            out[name] = _info(name, path, describe_checkpoint(path), indexed=False)
+            out[name] = _info(name, path, describe_checkpoint(path), indexed=False, default=name == default)
     return out
 
 
@@ -215,8 +262,13 @@ def check(folder: str | Path | None = None) -> list[str]:
     """Problems between the index and the files: entries without a file, files without an entry,
     SHA-1s that differ. Empty when they agree."""
     folder = Path(folder) if folder is not None else models_dir()
-    index, files = read_index(folder), model_files(folder)
+    index, default = _read(folder)
+    files = _files(folder, default)
     problems = [f"{name}: listed in {INDEX_NAME} but {folder / (name + '.pt')} is missing" for name in index if name not in files]
+    if default is not None and default not in files and default not in index:
+        problems.append(f"{INDEX_NAME} names {default!r} as the default model, but there is no such model in {folder}")
+    elif files and default is None:
+        problems.append(f"no default model: name one in {INDEX_NAME} (\"default\") or with pianosynth export CKPT --name NAME --default")
     for name, path in files.items():
         entry = index.get(name)
         if entry is None:
@@ -232,13 +284,14 @@ def check(folder: str | Path | None = None) -> list[str]:
 
 
 def known_instruments(models: dict[str, ModelInfo]) -> str:
-    """"default (Acoustic Grand Piano), harpsichord (Harpsichord)": for error messages."""
+    """"fluidr3 (Acoustic Grand Piano), harpsichord (Harpsichord)": for error messages."""
     return ", ".join(f"{m.name} ({m.instrument}{', score mode' if m.preset == 'score' else ''})" for m in models.values()) or "none"
 
 
 def find_instrument(name: str, folder: str | Path | None = None) -> ModelInfo:
-    """A shipped model for ``--instrument NAME``: a model's name; "piano" for the default; or a
-    General MIDI instrument name ("harpsichord"), matched without case, performance models first.
+    """A shipped model for ``--instrument NAME``: a model's name; "piano" or "default" for the
+    default; or a General MIDI instrument name ("harpsichord"), matched without case, performance
+    models first (the default before others).
 
     Raises:
         RegistryError: one line listing the shipped models.
@@ -247,8 +300,10 @@ def find_instrument(name: str, folder: str | Path | None = None) -> ModelInfo:
     key = str(name).strip().lower()
     if key in models:
         return models[key]
-    if key == "piano" and DEFAULT_MODEL in models:
-        return models[DEFAULT_MODEL]
+    if key in ("piano", DEFAULT_ALIAS):
+        default = next((m for m in models.values() if m.default), None)
+        if default is not None:
+            return default
     by_gm = [m for m in models.values() if m.instrument.lower() == key]
     by_gm.sort(key=lambda m: m.preset != "performance")
     if by_gm:
@@ -322,9 +377,11 @@ def add_model(
     results: str | Path | None = None,
     system: str | None = None,
     force: bool = False,
+    default: bool = False,
 ) -> ModelInfo:
     """Ships ``checkpoint`` as ``NAME.pt`` (slimmed, as ``pianosynth export``) and indexes it,
-    with test figures from an evaluation's ``metrics.json`` if ``results`` is given.
+    with test figures from an evaluation's ``metrics.json`` if ``results`` is given; ``default``:
+    it becomes the folder's default model too (``set_default``).
 
     The checkpoint may already be the shipped file (to add or refresh its figures): it is then
     indexed where it is, not rewritten. Re-exporting other weights under a name drops the old
@@ -332,12 +389,15 @@ def add_model(
 
     Raises:
         RegistryError: a bad name, an existing file without ``force``, a file over the size limit,
-            figures that do not belong to these weights.
+            figures that do not belong to these weights; with ``default``, a model that cannot be
+            the default (it is shipped all the same).
     """
     from .checkpoint import export_checkpoint, load_checkpoint
 
     if not NAME_PATTERN.match(name):
         raise RegistryError(f"model name {name!r}: use 1-40 lowercase letters, digits, '-' or '_', starting with a letter or digit")
+    if name == DEFAULT_ALIAS:
+        raise RegistryError(f"model name {name!r} means the index's default model; give the model its own name, and --default to make it the default")
     folder = Path(folder) if folder is not None else models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     dst = folder / f"{name}.pt"
@@ -365,7 +425,32 @@ def add_model(
         entry["data"] = old["data"]  # and what they were trained on
     index[name] = entry
     write_index(index, folder)
-    return _info(name, dst, entry, indexed=True)
+    if default:
+        return set_default(name, folder)
+    return _info(name, dst, entry, indexed=True, default=name == default_name(folder))
+
+
+def set_default(name: str, folder: str | Path | None = None) -> ModelInfo:
+    """Makes the shipped model ``name`` the folder's default: ``"default": NAME`` in index.json
+    (format 2). From then on ``load()``, ``synthesize`` without ``--model``, ``--instrument piano``,
+    the name ``default`` and the programs without a model of their own use it.
+
+    Raises:
+        RegistryError: no such indexed model or no file for it, or a score-mode model (the default
+            plays every performance).
+    """
+    folder = Path(folder) if folder is not None else models_dir()
+    index = read_index(folder)
+    entry = index.get(name)
+    if entry is None:
+        raise RegistryError(f"no model {name!r} in {folder / INDEX_NAME}; ship it first with pianosynth export CKPT --name {name}")
+    path = folder / entry["file"]
+    if not path.is_file():
+        raise RegistryError(f"{name!r}: {path} is missing")
+    if entry.get("preset") != "performance":
+        raise RegistryError(f"{name!r} is a {entry.get('preset')}-mode model; the default plays every performance, so it must be a performance-mode model")
+    write_index(index, folder, default=name)
+    return _info(name, path, entry, indexed=True, default=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,21 +460,36 @@ def add_model(
 # A score-mode model's figures hold, under this key, the test figures of its instrument's default
 # model fed velocity 64 everywhere (``evaluate --flat-velocity 64``) on the same test split: what
 # playing a one-velocity file with the default would score. The score model is chosen by itself
-# only where it beats them on both MR-STFT and loudness r (``score_model_verdict``).
+# only where it beats them on both MR-STFT and loudness r (``score_model_verdict``). Its
+# instrument's default is a performance-mode model of the same program that learned the same
+# reference (soundfont): for the FluidR3 score model, fluidr3, whichever model the index names as
+# the default (``velocity64_baseline_model``).
 VELOCITY64 = "default_at_velocity_64"
+
+
+def velocity64_baseline_model(entry: dict, index: dict[str, dict], default: str | None = None) -> str | None:
+    """The name of a score-mode model's instrument's default (``entry``: its index entry): among
+    the performance-mode models of its program that learned the same reference, one of its sample
+    rate first, then the index's default, then by name. None where there is none."""
+    candidates = [
+        n for n, e in index.items()
+        if e.get("preset") == "performance" and e.get("program") == entry.get("program") and e.get("soundfont") == entry.get("soundfont")
+    ]  # fmt: skip
+    candidates.sort(key=lambda n: (index[n].get("sample_rate") != entry.get("sample_rate"), n != default, n))
+    return candidates[0] if candidates else None
 
 
 def record_velocity64_baseline(name: str, results: str | Path, system: str | None = None, folder: str | Path | None = None) -> ModelInfo:
     """Records on score-mode model ``name``'s index entry the figures of its instrument's default
-    model fed velocity 64, read from that evaluation's ``metrics.json`` (their weights must be the
-    default's).
+    model (``velocity64_baseline_model``: same program and reference) fed velocity 64, read from
+    that evaluation's ``metrics.json`` (their weights must be that model's).
 
     Raises:
-        RegistryError: no such model, not a score-mode model, no figures of its own, no default
-            model of its program, or figures of other weights.
+        RegistryError: no such model, not a score-mode model, no figures of its own, no
+            performance-mode model of its program and reference, or figures of other weights.
     """
     folder = Path(folder) if folder is not None else models_dir()
-    index = read_index(folder)
+    index, default = _read(folder)
     entry = index.get(name)
     if entry is None:
         raise RegistryError(f"no model {name!r} in {folder / INDEX_NAME}")
@@ -397,16 +497,21 @@ def record_velocity64_baseline(name: str, results: str | Path, system: str | Non
         raise RegistryError(f"{name!r} is a {entry.get('preset')}-mode model; the velocity-64 baseline is for score-mode models")
     if not entry.get("figures"):
         raise RegistryError(f"{name!r} has no test figures of its own to compare; export it with --results first")
-    defaults = [(n, e) for n, e in index.items() if e.get("program") == entry["program"] and e.get("preset") == "performance"]
-    defaults.sort(key=lambda ne: ne[0] != DEFAULT_MODEL)
-    if not defaults:
-        raise RegistryError(f"no performance-mode model of program {entry['program']} to be {name!r}'s baseline")
-    default_name, default = defaults[0]
-    figures = figures_from_metrics(results, system=system, weights=default.get("weights"))
-    figures["source"]["model"] = default_name
+    baseline = velocity64_baseline_model(entry, index, default)
+    if baseline is None:
+        raise RegistryError(
+            f"no performance-mode model of program {entry['program']} that learned {entry.get('soundfont')} to be {name!r}'s baseline"
+        )
+    figures = figures_from_metrics(results, system=system, weights=index[baseline].get("weights"))
+    figures["source"]["model"] = baseline
     entry["figures"][VELOCITY64] = figures
     write_index(index, folder)
     return _info(name, folder / entry["file"], entry, indexed=True)
+
+
+def velocity64_baseline_name(info: ModelInfo) -> str | None:
+    """The model whose velocity-64 figures a score-mode model's were compared with, as recorded."""
+    return (((info.figures or {}).get(VELOCITY64) or {}).get("source") or {}).get("model")
 
 
 def score_model_verdict(info: ModelInfo) -> tuple[bool, str]:
@@ -427,14 +532,14 @@ def score_model_verdict(info: ModelInfo) -> tuple[bool, str]:
 
 
 def listing(models: dict[str, ModelInfo]) -> str:
-    """The table ``pianosynth models`` prints."""
+    """The table ``pianosynth models`` prints, the default marked "(default)"."""
     head = ("name", "instrument", "program", "rate", "preset", "size", "MR-STFT", "loudness r", "note F1", "evaluated on")
     rows = []
     for m in models.values():
         src = (m.figures or {}).get("source") or {}
         on = f"{src.get('clips')} x {src.get('seconds'):g} s, {src.get('split')} of {src.get('cache')}" if src.get("clips") else "-"
         rows.append((
-            m.name, m.instrument, str(m.program), f"{m.sample_rate} Hz", m.preset, f"{m.bytes / 1e6:.1f} MB",
+            f"{m.name} (default)" if m.default else m.name, m.instrument, str(m.program), f"{m.sample_rate} Hz", m.preset, f"{m.bytes / 1e6:.1f} MB",
             m.figure("mrstft"), m.figure("loudness_r"), m.figure("note_f1"), on,
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]

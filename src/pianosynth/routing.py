@@ -7,8 +7,10 @@ General MIDI program (``midi.split_by_program``) and gives each program a shippe
 1. a model whose ``render.program`` is that program: a performance-mode model, or, where the file
    has no velocity variation (every note one velocity) and one is shipped that beats its
    instrument's default fed velocity 64 on both test MR-STFT and loudness r (issue 19,
-   ``registry.score_model_verdict``), a score-mode model (issue 13); a message says which;
-2. else the piano (the default model), with a warning naming the programs rendered that way.
+   ``registry.score_model_verdict``; that default is the performance model of the same program
+   and reference, e.g. fluidr3 for the FluidR3 score model), a score-mode model (issue 13); a
+   message says which; the index's default model before others of the program;
+2. else the piano (the index's default model), with a warning naming the programs rendered that way.
 
 ``synthesize.Synth`` renders each part with its model and mixes them before the level stage. A
 file with one program, played by the piano, takes the single-model path unchanged, and the
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .midi import PedalCurve, Performance, split_by_program
-from .registry import DEFAULT_MODEL, ModelInfo, instrument_name, score_model_verdict, shipped
+from .registry import ModelInfo, instrument_name, score_model_verdict, shipped, velocity64_baseline_name
 
 
 @dataclass
@@ -59,14 +61,15 @@ def choose(models: dict[str, ModelInfo], program: int, uniform: bool) -> ModelIn
     def wanted(m: ModelInfo) -> bool:
         return m.preset == want and (m.preset != "score" or score_model_verdict(m)[0])
 
-    matches.sort(key=lambda m: (not wanted(m), m.name != DEFAULT_MODEL, m.name))
+    matches.sort(key=lambda m: (not wanted(m), not m.default, m.name))
     return matches[0]
 
 
-def passed_over(models: dict[str, ModelInfo], program: int, chosen: ModelInfo) -> list[tuple[str, str]]:
-    """Score-mode models of ``program`` that a one-velocity file did not go to, with why."""
+def passed_over(models: dict[str, ModelInfo], program: int, chosen: ModelInfo) -> list[tuple[str, str, str | None]]:
+    """Score-mode models of ``program`` that a one-velocity file did not go to, with why and the
+    model they were compared with (``registry.velocity64_baseline_name``; None: none recorded)."""
     return [
-        (m.name, score_model_verdict(m)[1]) for m in models.values()
+        (m.name, score_model_verdict(m)[1], velocity64_baseline_name(m)) for m in models.values()
         if m.program == program and m.preset == "score" and m.name != chosen.name
     ]  # fmt: skip
 
@@ -98,8 +101,8 @@ class Router:
             elif info.preset == "score" and uniform:
                 score_chosen.append(info.name)
             elif uniform:
-                skipped += [(name, why, info.name) for name, why in passed_over(self.models(), program, info)]
-            name = None if info is None or info.name == DEFAULT_MODEL else info.name
+                skipped += [(name, why, base, info.name) for name, why, base in passed_over(self.models(), program, info)]
+            name = None if info is None or info.default else info.name  # the default: this synthesizer itself
             if name in parts:  # several programs on one model (e.g. unmatched ones on the piano)
                 parts[name].programs.append(program)
                 parts[name].perf = _merge(parts[name].perf, part)
@@ -113,10 +116,11 @@ class Router:
                 f"{label}: every note has velocity {velocity}; rendered with the score-mode model {chosen} "
                 "(name a model with --model or --instrument to choose another)"
             )
-        for name, why, chosen in dict.fromkeys(skipped):
+        for name, why, base, chosen in dict.fromkeys(skipped):
+            against = "it" if base in (None, chosen) else f"'{base}'"  # its default of the same reference
             route.messages.append(
                 f"{label}: every note has velocity {perf.notes[0].velocity}; rendered with '{chosen}', not the "
-                f"score-mode model '{name}', which does not beat it at velocity 64 ({why})"
+                f"score-mode model '{name}', which does not beat {against} at velocity 64 ({why})"
             )
         if unmatched:
             listed = ", ".join(f"{p} ({instrument_name(p)})" for p in unmatched)

@@ -47,7 +47,7 @@ input limits (``midi.Limits``) rather than by cancelling.
 (a MIDI file or a score, or an example) plus the CLI's output options (``format``,
 ``sample_rate``, ``channels``, ``loudness``) and a model: "" (the default) routes each General
 MIDI program to its shipped model as ``synthesize`` does, a name plays every note with that
-model. It answers at once with the job; ``GET /api/jobs/{id}`` gives its progress, then its
+model (``default``: the index's default model). It answers at once with the job; ``GET /api/jobs/{id}`` gives its progress, then its
 warnings and the choices made (the routing), ``/audio`` and ``/spectrogram`` the results, and
 ``POST /api/jobs/{id}/cancel`` stops it.
 """
@@ -272,7 +272,7 @@ def create_app(
         out = [{"value": ROUTED, "label": "automatic: each General MIDI program to its model"}]
         for name in models:
             m = known.get(name)
-            what = f" ({m.instrument}{', score mode' if m.preset == 'score' else ''})" if m is not None else ""
+            what = f" ({m.instrument}{', score mode' if m.preset == 'score' else ''}{', default' if m.default else ''})" if m is not None else ""
             out.append({"value": name, "label": f"{name}{what}"})
         return out
 
@@ -342,7 +342,14 @@ def create_app(
             form = await _replayed(request, body).form(max_files=1, max_fields=8, max_part_size=max_upload_bytes + 1)
         except Exception as e:  # a malformed multipart body: python-multipart and Starlette raise several types
             return _error(400, f"not a form upload ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+        from .registry import DEFAULT_ALIAS, RegistryError, resolve_name
+
         name = str(form.get("model") or (ROUTED if routed else next(iter(models), "")))
+        if name not in models and name == DEFAULT_ALIAS:  # the default model by its alias
+            try:
+                name = await run_in_threadpool(resolve_name, name)
+            except RegistryError as e:
+                return _error(500, str(e))
         if name not in models and not (routed and name == ROUTED):
             return _error(400, f"unknown model {name!r}; shipped: {', '.join(models)}")
         try:

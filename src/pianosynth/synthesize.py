@@ -52,7 +52,7 @@ from .audio import (
 from .features import compute_features, compute_notes
 from .fileio import atomic_write, remove_stale_temps, replacing
 from .midi import MAX_SECONDS, Limits, MidiError, Performance, check_limits, performance_from_pretty_midi, read_midi
-from .registry import DEFAULT_MODEL, find_instrument, model_files
+from .registry import DEFAULT_ALIAS, default_name, find_instrument, model_files, models_dir
 from .routing import Part, Route, Router
 from .checkpoint import model_from_checkpoint
 
@@ -106,21 +106,27 @@ def shipped_models() -> dict[str, Path]:
 
 
 def default_model_path() -> Path:
-    """The shipped default model (the piano)."""
-    path = shipped_models().get(DEFAULT_MODEL)
+    """The shipped default model: the one the models index names as the default (``"default"``
+    in index.json; ``registry.default_name``)."""
+    name = default_name()
+    path = shipped_models().get(name) if name is not None else None
     if path is None:
-        raise SynthesisError("no default model is shipped in this installation; pass --model CHECKPOINT")
+        where = f"the models index names {name!r} as the default, but {name}.pt is not in {models_dir()}" if name else "no default model is shipped in this installation"
+        raise SynthesisError(f"{where}; pass --model CHECKPOINT")
     return path
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """None -> the shipped default; a shipped model's name (e.g. "default") -> its file; anything
-    else is a checkpoint path."""
+    """None or "default" -> the shipped default; a shipped model's name (e.g. "fluidr3") -> its
+    file; anything else is a checkpoint path."""
     if model is None:
         return default_model_path()
-    shipped = shipped_models()
-    if isinstance(model, str) and model in shipped and not Path(model).exists():
-        return shipped[model]
+    if isinstance(model, str) and not Path(model).exists():
+        shipped = shipped_models()
+        if model in shipped:
+            return shipped[model]
+        if model == DEFAULT_ALIAS:
+            return default_model_path()
     return Path(model)
 
 
@@ -219,8 +225,8 @@ def load(model: str | Path | None = None, threads: int | None = None, instrument
     """A synthesizer that keeps its model loaded between renders.
 
     Args:
-        model: None for the shipped default model, a shipped model's name (``shipped_models()``),
-            or the path of a checkpoint written by ``pianosynth train`` or ``export``.
+        model: None for the shipped default model (routing, below), a shipped model's name
+            (``shipped_models()``; "default" is the default model's), or the path of a checkpoint written by ``pianosynth train`` or ``export``.
         threads: CPU threads for each render (default: torch's count), each running its share of
             the chunks with one torch thread, which is faster on a CPU than torch's own threads
             inside one pass (benchmarks/synthesis_speed.py).

@@ -15,15 +15,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if (args.output is None) == (args.name is None):
         raise UserError("give -o FILE for a slim copy, or --name NAME to ship it in the models folder")
-    if args.name is None and (args.results or args.system):
-        raise UserError("--results and --system go with --name (figures are kept in the models folder's index)")
+    if args.name is None and (args.results or args.system or args.default):
+        raise UserError("--results, --system and --default go with --name (figures and the default are kept in the models folder's index)")
     if args.name is not None:
         from ..registry import add_model
 
-        info = add_model(args.checkpoint, args.name, folder=args.models_dir, results=args.results, system=args.system, force=args.force)
+        info = add_model(
+            args.checkpoint, args.name, folder=args.models_dir, results=args.results, system=args.system, force=args.force,
+            default=args.default,
+        )  # fmt: skip
         print(info.path)
         figures = f"MR-STFT {info.figure('mrstft')}, loudness r {info.figure('loudness_r')}, note F1 {info.figure('note_f1')}"
-        print(f"{info.name}: {info.instrument} (program {info.program}), {info.sample_rate} Hz, {info.preset}, {info.bytes / 1e6:.1f} MB; {figures}", file=sys.stderr)
+        print(f"{info.name}{' (default)' if info.default else ''}: {info.instrument} (program {info.program}), {info.sample_rate} Hz, {info.preset}, {info.bytes / 1e6:.1f} MB; {figures}", file=sys.stderr)
         return 0
     if Path(args.output).exists() and not args.force:
         raise UserError(f"{args.output} exists; pass --force to overwrite it")
@@ -39,7 +42,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     models = shipped(folder)
     if args.json:
         rows = [
-            {"name": m.name, "file": str(m.path), "instrument": m.instrument, "program": m.program, "family": m.family,
+            {"name": m.name, "default": m.default, "file": str(m.path), "instrument": m.instrument, "program": m.program, "family": m.family,
              "soundfont": m.soundfont, "sample_rate": m.sample_rate, "preset": m.preset, "decoder": m.decoder,
              "bytes": m.bytes, "figures": m.figures, "data": m.data, "reference_credit": m.reference_credit}
             for m in models.values()

@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from ..recipes import load_recipe
-    from ..synthesize import DEFAULT_MODEL
+    from ..registry import DEFAULT_ALIAS
     from ..train import train
 
     fixed = sorted({kv.split("=", 1)[0] for kv in args.set if kv.split(".", 1)[0] in ("features", "render")})
@@ -59,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    name = args.name or (Path(args.config).stem if args.config else DEFAULT_MODEL)
+    name = args.name or (Path(args.config).stem if args.config else DEFAULT_ALIAS)  # no recipe: the default model's own
     rank = int(os.environ.get("RANK", "0"))
     result = train(
         cfg, args.cache, runs_root=args.runs, name=name, run_dir=args.run_dir, restart=args.restart,

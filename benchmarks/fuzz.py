@@ -21,9 +21,15 @@ Targets, by case number ``i % 10`` (``TARGETS``):
   limit of a case bounds a render the budget allows rather than the budget's whole hour.
 - 4-6 **score**: read_score -> features -> notes on a mutated MusicXML, .mxl (now and then a zip
   bomb), MEI or **kern score (``mutator.mutate_score``); only ScoreError/MidiError may escape.
+  partitura reads in a child process of read_score's own, under ``Limits.score_seconds`` set to
+  half the case's ``--seconds`` (``score_limits``), so that its limit, not the case's, stops a
+  slow reading. The child's memory is its own (``Limits.score_memory_mib``, within the worker's
+  ``--memory-mib``, which it inherits), not in the worker's peak RSS.
 - 7-8 **api**: ``Synth.render`` (the tiny model) on an input of any type, PrettyMIDI and mido
   objects with odd field values among them, and odd option values (``mutator.api_input``); only
-  MidiError and OutputError may escape.
+  MidiError and OutputError may escape. Rendered under the MIDI target's budget of
+  SYNTH_MAX_SECONDS of audio: ``max_seconds`` is set to it where the case gives none, no limit
+  (None) or a longer one (``api_budget``), as the CLI case does for ``--max-seconds``.
 - 9 **page**: a request to the page (``serve.create_app`` with the tiny model, through Starlette's
   test client): random method, path, Host and Origin, a mutated MIDI or score upload, an
   oversized one, odd form fields or a broken multipart body; every answer must be below 500 and
@@ -37,6 +43,7 @@ import collections
 import contextlib
 import io
 import json
+import math
 import os
 import resource
 import signal
@@ -51,7 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-SYNTH_MAX_SECONDS = 120  # the synthesis budget of a case (--max-seconds): its time limit must cover a render this long
+SYNTH_MAX_SECONDS = 120  # the synthesis budget of a case (--max-seconds, the API's max_seconds): its time limit must cover a render this long
 TARGETS = ["midi"] * 4 + ["score"] * 3 + ["api"] * 2 + ["page"]
 CLI_OPTIONS = ["--threads", "--chunk-seconds", "--context-seconds", "--normalize", "--max-seconds"]
 CLI_VALUES = ["nan", "inf", "-inf", "-1", "0", "1e6", "1e308", "0.5", "3", "-0", "1e-300"]
@@ -63,6 +70,25 @@ class CaseTimeout(Exception):
 
 def _alarm(signum, frame):
     raise CaseTimeout
+
+
+def api_budget(options: dict) -> dict:
+    """An API case's options with ``max_seconds`` at most SYNTH_MAX_SECONDS: a case without one,
+    with None (no limit) or with a longer one renders under that budget, since a render the
+    default hour allows is slow, not a fault (cases 3017, 3817, 4977: mutated MIDI bytes of 2,370
+    s). Odd values (NaN, inf, negative, a string, True) stay: they must be refused."""
+    value = options.get("max_seconds")
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > SYNTH_MAX_SECONDS):
+        return {**options, "max_seconds": SYNTH_MAX_SECONDS}
+    return options
+
+
+def score_limits(args):
+    """The budget of a score case (and of the page's): ``Limits.score_seconds`` half the case's
+    time limit, so that a slow partitura is stopped by read_score's own limit (a refusal)."""
+    from pianosynth.midi import Limits
+
+    return Limits(score_seconds=args.seconds / 2)
 
 
 def worker(args) -> None:
@@ -93,7 +119,8 @@ def worker(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pianosynth-fuzz-"))
     model = tiny_checkpoint(tmp / "m.pt")
     synth = pianosynth.load(model, threads=1)
-    client = TestClient(create_app(models={"tiny": model}, max_upload_bytes=65536, max_seconds=60, threads=1), base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
+    limits = score_limits(args)
+    client = TestClient(create_app(models={"tiny": model}, max_upload_bytes=65536, max_seconds=60, threads=1, limits=limits), base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
     client.__enter__()
     out_dir = tmp / "out"
     out_dir.mkdir()
@@ -111,9 +138,10 @@ def worker(args) -> None:
                 midi_case(i, rng, data, result, args, tmp, out_dir, model, fc, features_case, outcome_class, synthesize_file, cli, MidiError)
             elif target == "score":
                 suffix, data = scores[(i // len(TARGETS)) % len(scores)]
-                result["score"] = f"{suffix} " + score_case(suffix, mutate_score(suffix, data, rng), tmp, fc)
+                result["score"] = f"{suffix} " + score_case(suffix, mutate_score(suffix, data, rng), tmp, fc, limits=limits)
             elif target == "api":
                 obj, options = api_input(rng, seeds)
+                options = api_budget(options)
                 try:
                     synth.render(obj, **options)
                     result["api"] = "ok"

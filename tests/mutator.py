@@ -245,9 +245,9 @@ def mutate_score(suffix: str, data: bytes, rng: np.random.Generator) -> bytes:
     return out
 
 
-def score_case(suffix: str, data: bytes, folder, features_cfg) -> str:
-    """read_score -> features -> notes on one mutated score; "ok" or "refused: <class>"; any
-    exception but MidiError (ScoreError is one) propagates."""
+def score_case(suffix: str, data: bytes, folder, features_cfg, limits=None) -> str:
+    """read_score (under ``limits``, default ``midi.Limits()``) -> features -> notes on one mutated
+    score; "ok" or "refused: <class>"; any exception but MidiError (ScoreError is one) propagates."""
     from pianosynth.features import compute_features, compute_notes
     from pianosynth.midi import MidiError
     from pianosynth.scores import read_score
@@ -255,7 +255,7 @@ def score_case(suffix: str, data: bytes, folder, features_cfg) -> str:
     path = folder / f"case{suffix}"
     path.write_bytes(data)
     try:
-        perf = read_score(path)
+        perf = read_score(path, limits=limits)
     except MidiError as e:
         return "refused: " + outcome_class(str(e))
     x = compute_features(perf, features_cfg)

@@ -64,9 +64,14 @@ def test_mutated_midi_through_synthesize(seeds, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_mutated_scores_through_features_and_notes(tmp_path):
+def test_mutated_scores_through_features_and_notes(tmp_path, monkeypatch):
     from mutator import mutate_score, score_case, score_seeds
 
+    from pianosynth import scores as reader
+
+    # partitura in this process: the same outcomes without read_score's child process (~3 s to
+    # start, each score), which test_trust.py tests and benchmarks/fuzz.py runs on every case
+    monkeypatch.setattr(reader, "_read_in_child", lambda source, name, bpm, limits, folder: reader._load_score(source, name, bpm))
     scores = score_seeds()
     fc = FeatureConfig()
     outcomes: dict[str, int] = {}

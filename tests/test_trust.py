@@ -289,14 +289,13 @@ CONTAINER = b'<?xml version="1.0"?><container><rootfiles><rootfile full-path="sc
 
 
 def test_an_mxl_zip_bomb_stops_at_the_unpacked_limit(tmp_path, monkeypatch):
-    import partitura
-
+    from pianosynth import scores
     from pianosynth.scores import ScoreError, read_score
 
     chunk = b"<a/>" * (1 << 18)  # 1 MiB of elements
     bomb = _zip(tmp_path / "bomb.mxl", {"META-INF/container.xml": CONTAINER, "score.xml": (chunk for _ in range(100))})
     assert bomb.stat().st_size < 200_000  # ~100 kB that unpack to 100 MiB
-    monkeypatch.setattr(partitura, "load_score", lambda *a, **k: (_ for _ in ()).throw(AssertionError("partitura ran")))
+    monkeypatch.setattr(scores, "_read_in_child", lambda *a, **k: (_ for _ in ()).throw(AssertionError("partitura ran")))
     with pytest.raises(ScoreError, match=r"score.xml unpacks to more than 64 MiB, over the limit of 64 MiB \(raise it with --limit score_mib=N\)"):
         read_score(bomb)
 
@@ -338,6 +337,60 @@ def test_a_score_tempo_of_0_or_1e9_or_inf_is_refused(tmp_path, tempo):
     assert read_score(path, bpm=90).notes[0].end_s == pytest.approx(4 * 60 / 90)
     path.write_bytes(musicxml("60"))
     assert read_score(path).notes[0].end_s == pytest.approx(4.0)
+
+
+def test_a_score_read_past_its_time_limit_is_stopped_and_its_child_process_is_gone(tmp_path, monkeypatch):
+    """partitura reads a score in a child process (scores._read_in_child); one still running at
+    limits.score_seconds (here a child made to sleep) is killed and reaped: one line naming the
+    limit and how to raise it."""
+    import os
+    import signal
+    import subprocess
+
+    from pianosynth import scores
+    from pianosynth.midi import Limits
+
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    monkeypatch.setattr(scores, "_CHILD_CODE", "import time; time.sleep(600)")
+    path = tmp_path / "t.musicxml"
+    path.write_bytes(musicxml("60"))
+    t = time.monotonic()
+    with pytest.raises(scores.ScoreError) as caught:
+        scores.read_score(path, limits=Limits(score_seconds=1))
+    assert time.monotonic() - t < 30
+    assert str(caught.value) == f"{path}: partitura was still reading it after 1 s, the limit; stopped (raise it with --limit score_seconds=N)"
+    (child,) = started
+    assert child.returncode == -signal.SIGKILL  # killed, and waited for
+    with pytest.raises(ProcessLookupError):
+        os.kill(child.pid, 0)
+
+
+def test_a_score_read_in_its_child_process_is_the_reading_in_this_one_and_memory_is_bounded(tmp_path):
+    """The child's answer (JSON) is partitura's reading value for value; past
+    limits.score_memory_mib it is one line naming that limit."""
+    from mutator import score_seeds
+
+    from pianosynth.midi import Limits
+    from pianosynth.scores import ScoreError, _load_score, read_score
+
+    path = tmp_path / "s.musicxml"  # repeat, tie, chord, grace, dynamics, tempo, pedal
+    path.write_bytes(score_seeds()[0][1])
+    here, child = _load_score(path, str(path), None), read_score(path)
+    assert [vars(n) for n in child.notes] == [vars(n) for n in here.notes] and len(here.notes) == 11
+    assert (child.end_s, child.warnings) == (here.end_s, here.warnings)
+    for key in here.pedals:
+        np.testing.assert_array_equal(child.pedals[key].times_s, here.pedals[key].times_s)
+        np.testing.assert_array_equal(child.pedals[key].values, here.pedals[key].values)
+    assert len(here.pedals["sustain"].times_s) >= 2
+    with pytest.raises(ScoreError, match=r"memory limit of 50 MiB \(raise it with --limit score_memory_mib=N\)"):
+        read_score(path, limits=Limits(score_memory_mib=50))
 
 
 def test_a_dense_chunk_is_refused_by_its_memory_before_the_model_runs(monkeypatch, tmp_path):

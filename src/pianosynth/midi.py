@@ -48,6 +48,8 @@ class Limits:
     score_mib: float = 64.0  # a score's XML once unpacked (.mxl is a zip: a bomb stops here)
     xml_elements: int = 500_000  # elements in a MusicXML or MEI score: partitura keeps ~1 kB for each; the longest ASAP score has 114,000
     kern_spines: int = 64  # spines of a Humdrum **kern score on one line (a piano score has 2-6)
+    score_seconds: float = 300.0  # wall-clock time of partitura's reading of one score, in a child process killed past it (scores.read_score)
+    score_memory_mib: float = 2048.0  # address space (RLIMIT_AS) of that child process: ~750 MiB for a score of 500,000 elements, 400 for the longest ASAP score
     chunk_mib: float = 768.0  # memory the synthesis may need for one chunk (synthesize.chunk_bytes); each thread renders one
 
     def __post_init__(self) -> None:

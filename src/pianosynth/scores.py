@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .midi import HIGHEST_KEY, LOWEST_KEY, MAX_SECONDS, Limits, MidiError, Note, PedalCurve, Performance, check_limits
+from .midi import HIGHEST_KEY, LOWEST_KEY, MAX_SECONDS, Limits, MidiError, Note, PedalCurve, Performance, _number, check_limits
 
 SCORE_SUFFIXES = (".musicxml", ".mxl", ".xml", ".mei", ".krn", ".kern")
 DEFAULT_BPM = 120.0  # quarter notes per minute where a score gives no tempo (MIDI's default)
@@ -88,7 +88,9 @@ def read_score(
 
     Before partitura reads it, the file is held to ``limits`` (``midi.Limits``): its size, an
     .mxl's unpacked size (read member by member, so a zip bomb stops at the limit whatever its
-    header claims), the number of XML elements, and a **kern score's spines.
+    header claims), the number of XML elements, and a **kern score's spines. partitura then reads
+    it in a child process (``_read_in_child``) killed past ``limits.score_seconds`` of wall-clock
+    time, with ``limits.score_memory_mib`` of address space.
 
     Args:
         bpm: quarter notes per minute for the whole piece, instead of the score's own tempo.
@@ -96,8 +98,9 @@ def read_score(
         limits: the budget (default ``midi.Limits()``).
 
     Raises:
-        ScoreError: one line: the file is missing, partitura cannot read it, it has no notes on
-            the piano's keys, a tempo outside TEMPO_RANGE, or it is over the limits.
+        ScoreError: one line: the file is missing, partitura cannot read it (or crashes, or
+            runs out of its time or memory), it has no notes on the piano's keys, a tempo outside
+            TEMPO_RANGE, or it is over the limits.
     """
     import tempfile
 
@@ -125,7 +128,7 @@ def read_score(
             _check_kern(source, limits, name)
         else:
             _check_xml(source, limits, name)
-        perf = _load_score(source, name, bpm)
+        perf = _read_in_child(source, name, bpm, limits, Path(tmp))
     check_limits(perf, max_seconds, name=name, limits=limits)
     return perf
 
@@ -221,6 +224,149 @@ def _check_kern(path: Path, limits: Limits, name: str) -> None:
     _check(limits, name, "**kern tokens (elements of the score):", tokens, "xml_elements")
 
 
+# partitura reads every score in a child process of its own, bounded in time and memory, whatever
+# its format. Its readers are Python and lxml code run on untrusted files (the page's uploads); the
+# checks above bound the input's size and elements, but nothing bounded partitura's own time or
+# memory, a timer's exception does not land while a C call runs, and a crash in a C extension
+# would take the caller (the page's server) with it. The child reads the file by its path and
+# writes JSON: nothing but plain values comes back. For every format, not only the compressed
+# one: an .mxl is unpacked above and read by the same MusicXML reader as a plain .musicxml, and
+# the MEI and **kern readers are no better bounded. The price is the child's start with
+# partitura's import, for every score (the caller no longer imports partitura itself):
+# ``benchmarks/score_reader.py``, docs/reliability.md.
+_CHILD_CODE = """
+import json, sys
+with open(sys.argv[1]) as f:
+    request = json.load(f)
+sys.path[:0] = request["path"]
+from pianosynth.scores import _child_main
+_child_main(request)
+"""
+
+
+def _read_in_child(source: Path, name: str, bpm: float | None, limits: Limits, folder: Path) -> Performance:
+    """``_load_score`` in a child process (``sys.executable -I -c _CHILD_CODE``, no code between
+    fork and exec): its address space capped at ``limits.score_memory_mib`` (RLIMIT_AS, set by the
+    child itself), killed past ``limits.score_seconds`` of wall-clock time, or when this process is
+    interrupted, or dies (PR_SET_PDEATHSIG; RLIMIT_CPU as a last bound). ``folder``: a temporary
+    folder for the request, the answer (JSON) and the child's stderr.
+
+    Raises:
+        ScoreError: one line, as ``_load_score``'s, or for the child's time, memory or crash.
+        RuntimeError: the child failed without an answer for another reason (a bug, not the score).
+    """
+    import json
+    import os
+    import signal
+    import subprocess
+
+    request_path, out, log_path = folder / "request.json", folder / "answer.json", folder / "reader.log"
+    package_root = str(Path(__file__).resolve().parents[1])  # the folder holding this pianosynth
+    request = {
+        "source": str(source), "name": name, "bpm": bpm, "out": str(out), "parent": os.getpid(),
+        "memory_bytes": int(limits.score_memory_mib * 2**20), "cpu_seconds": math.ceil(limits.score_seconds) + 10,
+        "path": [package_root] + [p or os.getcwd() for p in sys.path],  # the modules this process would import
+    }  # fmt: skip
+    request_path.write_text(json.dumps(request))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # no BLAS thread pools
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", _CHILD_CODE, str(request_path)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+        )
+    try:
+        proc.wait(timeout=limits.score_seconds)
+    except subprocess.TimeoutExpired:
+        raise ScoreError(
+            f"{name}: partitura was still reading it after {_number(limits.score_seconds)} s, the limit; stopped "
+            f"(raise it with --limit score_seconds=N)"
+        ) from None
+    finally:
+        if proc.poll() is None:  # over time, or this process interrupted (Ctrl-C, a timer's exception)
+            proc.kill()
+            proc.wait()
+    memory = f"its memory limit of {_number(limits.score_memory_mib)} MiB (raise it with --limit score_memory_mib=N)"
+    if not out.is_file():
+        tail = (log_path.read_bytes()[-2000:].decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+        if proc.returncode < 0:
+            signame = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else str(-proc.returncode)
+            if -proc.returncode == getattr(signal, "SIGXCPU", None):  # RLIMIT_CPU: only if this process could not stop it first
+                raise ScoreError(f"{name}: partitura's reading ran out of CPU time (raise it with --limit score_seconds=N)")
+            raise ScoreError(f"{name}: partitura crashed while reading it ({signame}; a large score may need more than {memory})")
+        if "MemoryError" in tail:  # so short of memory that even the answer could not be written
+            raise ScoreError(f"{name}: partitura ran out of {memory}")
+        raise RuntimeError(f"{name}: the score reader's process exited with status {proc.returncode} without an answer: {tail}")
+    answer = json.loads(out.read_text())
+    if "performance" in answer:
+        return _performance_from_plain(answer["performance"])
+    if "memory" in answer:
+        raise ScoreError(f"{name}: partitura ran out of {memory}")
+    if "error" in answer:
+        raise ScoreError(str(answer["error"]))
+    raise RuntimeError(f"{name}: reading the score failed unexpectedly ({answer.get('unexpected')})")
+
+
+def _child_main(request: dict) -> None:
+    """The child process of ``_read_in_child``: reads one score and writes the answer, a JSON
+    object with one key: "performance" (``_performance_to_plain``), "error" (a ScoreError's line),
+    "memory" (a MemoryError) or "unexpected" (any other exception, named in one line)."""
+    import json
+    import os
+
+    from .render import _set_parent_death_signal
+
+    _set_parent_death_signal()
+    if os.getppid() != request["parent"]:  # the parent died before the signal was set
+        sys.exit(1)
+    _set_limit("RLIMIT_CPU", request["cpu_seconds"])
+    import partitura  # noqa: F401  # before the memory limit: the imports' ~300 MiB are the same for any score
+
+    _set_limit("RLIMIT_AS", request["memory_bytes"])
+    try:
+        answer = {"performance": _performance_to_plain(_load_score(Path(request["source"]), request["name"], request["bpm"]))}
+    except MidiError as e:
+        answer = {"error": str(e)}
+    except MemoryError:
+        answer = {"memory": True}
+    except Exception as e:  # a bug rather than the score: the parent raises it as RuntimeError
+        answer = {"unexpected": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
+    out = Path(request["out"])
+    part = out.with_name(out.name + ".part")
+    try:
+        part.write_text(json.dumps(answer))
+    except MemoryError:
+        part.write_text('{"memory": true}')
+    os.replace(part, out)  # whole or not at all: a child killed while writing leaves no answer
+
+
+def _set_limit(name: str, value: int) -> None:
+    """Sets resource limit ``name`` (soft and hard) of this process, never above the one it was
+    given; where the system has no such limit (not Linux), the wall-clock limit still holds."""
+    try:
+        import resource
+
+        kind = getattr(resource, name)
+        _, hard = resource.getrlimit(kind)
+        resource.setrlimit(kind, (value, value) if hard == resource.RLIM_INFINITY else (min(value, hard),) * 2)
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+
+
+def _performance_to_plain(perf: Performance) -> dict:
+    """A score's Performance as JSON-able lists (floats round-trip exactly through JSON)."""
+    return {
+        "notes": [[n.pitch, n.start_s, n.end_s, n.velocity, n.program] for n in perf.notes],
+        "pedals": {k: [c.times_s.tolist(), c.values.tolist()] for k, c in perf.pedals.items()},
+        "end_s": perf.end_s, "out_of_range": perf.out_of_range, "warnings": list(perf.warnings),
+    }  # fmt: skip
+
+
+def _performance_from_plain(plain: dict) -> Performance:
+    """``_performance_to_plain``'s inverse, every value converted to its field's type."""
+    notes = [Note(int(p), float(s), float(e), int(v), int(g)) for p, s, e, v, g in plain["notes"]]
+    pedals = {str(k): PedalCurve(np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)) for k, (t, v) in plain["pedals"].items()}
+    return Performance(notes, pedals, float(plain["end_s"]), out_of_range=int(plain["out_of_range"]), warnings=[str(w) for w in plain["warnings"]])
+
+
 def _load_score(path: Path, name: str, bpm: float | None) -> Performance:
     import partitura  # imported here: it is slow to import and only scores need it
     from partitura import score as ps
@@ -234,8 +380,8 @@ def _load_score(path: Path, name: str, bpm: float | None) -> Performance:
             parts = list(ps.unfold_part_maximal(loaded).parts) if len(loaded.parts) else []
     except RecursionError as e:
         raise ScoreError(f"{name}: too deeply nested for partitura to unfold its repeats") from e
-    except MemoryError as e:
-        raise ScoreError(f"{name}: out of memory while partitura read it") from e
+    except MemoryError:
+        raise  # the child answers "memory" and the parent names the limit
     except Exception as e:  # partitura and lxml raise many types for malformed files
         detail = " ".join(str(e).split())[:200] or "no detail"
         raise ScoreError(f"{name}: not a score partitura can read ({type(e).__name__}: {detail})") from e

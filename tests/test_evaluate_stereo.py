@@ -420,3 +420,34 @@ def test_an_evaluation_stopped_early_keeps_the_clips_it_finished(tmp_path):
     assert [c["name"] for c in result["clips"]] == ["clip00"] and result["clips_planned"] == 3
     assert result["summary"]["flaky"]["mrstft_floor80_lr"]["n"] == 1
     assert "stopped after 1 of 3" in (tmp_path / "metrics.md").read_text()
+
+
+def test_a_stereo_model_system_renders_samples_first_in_two_channels(tmp_path):
+    """A stereo decoder's (channels, samples) blocks join along time and come back samples first,
+    as every reference and baseline does (the first real grand evaluation failed here)."""
+    from pianosynth.checkpoint import save_checkpoint
+    from pianosynth.config import load_config
+    from pianosynth.evaluate import model_system
+    from pianosynth.examples import generate_piece
+    from pianosynth.model import build_model
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "grand.yaml", ["model.hidden=8", "model.layers=1"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.features)
+    state = {"format": 1, "version": "test", "config": cfg.to_dict(), "model": model.state_dict(), "step": 0, "best_valid": 1.0, "elapsed_s": 0.0}
+    save_checkpoint(tmp_path / "grand2.pt", state)
+    perf = generate_piece(seed=0, bars=2)
+
+    class Pieces:
+        def perf(self, piece):
+            return perf
+
+    system = model_system(tmp_path / "grand2.pt", Pieces(), context_seconds=0.5, threads=2)
+    clip = Clip(0, {"file": "x.mid"}, 0.5, 1.0)
+    audio, _ = system.render(clip)
+    assert audio.shape == (SR, 2) and system.sr == SR
+    assert np.abs(audio[:, 0] - audio[:, 1]).max() > 1e-4  # two channels of their own
+    _, stereo, _ = system_outputs(system, clip, SR)
+    assert stereo.shape == (2, SR)

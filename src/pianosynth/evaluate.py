@@ -525,7 +525,9 @@ def model_system(
         local = notes.copy()
         local[:, 2:] -= lo * fc.hop_samples  # sample 0 is the window's first
         t = time.perf_counter()
-        audio = np.concatenate(list(synth.blocks(x[lo:hi], local)))
+        audio = np.concatenate(list(synth.blocks(x[lo:hi], local)), axis=-1)
+        if audio.ndim == 2:  # a stereo decoder's (channels, samples): samples first, as every render here
+            audio = audio.T
         elapsed = time.perf_counter() - t
         shifted = replace(clip, start_s=clip.start_s - lo / fc.frame_rate)
         return _cut(audio, shifted, fc.sample_rate), elapsed

@@ -210,6 +210,7 @@ def describe_checkpoint(path: str | Path, state: dict | None = None) -> dict:
     """The index entry's facts, read from the checkpoint's config (no figures)."""
     from .checkpoint import CheckpointError, load_checkpoint
     from .config import ConfigError, config_from_dict
+    from .grand import SFZ_NAME
 
     path = Path(path)
     state = state if state is not None else load_checkpoint(path)
@@ -224,7 +225,8 @@ def describe_checkpoint(path: str | Path, state: dict | None = None) -> dict:
         "program": cfg.render.program,
         "instrument": instrument_name(cfg.render.program),
         "family": instrument_family(cfg.render.program),
-        "soundfont": Path(cfg.render.soundfont).name,
+        # the reference's instrument: the grand's SFZ file for a sfizz cache, else the SoundFont
+        "soundfont": SFZ_NAME if cfg.render.source == "sfizz" else Path(cfg.render.soundfont).name,
         "sample_rate": cfg.features.sample_rate,
         "preset": cfg.features.preset,
         "decoder": cfg.model.decoder,

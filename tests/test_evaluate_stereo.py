@@ -451,3 +451,19 @@ def test_a_stereo_model_system_renders_samples_first_in_two_channels(tmp_path):
     assert np.abs(audio[:, 0] - audio[:, 1]).max() > 1e-4  # two channels of their own
     _, stereo, _ = system_outputs(system, clip, SR)
     assert stereo.shape == (2, SR)
+
+
+def test_a_render_up_to_a_clip_stops_near_it_though_a_note_and_the_pedal_are_held_to_the_end():
+    """The first full grand evaluation stopped at its tenth clip: FluidSynth rendered a whole
+    piece (a pedal and a note held to its end) past the bound set for the shorter render."""
+    from pianosynth.evaluate import UNTIL_MARGIN_S, until
+    from pianosynth.midi import Note, PedalCurve, Performance
+
+    held = Note(60, 1.0, 600.0, 64)
+    pedal = PedalCurve(np.array([0.5, 599.0]), np.array([1.0, 0.0]))
+    perf = Performance(notes=[held, Note(62, 2.0, 2.5, 64), Note(64, 50.0, 51.0, 64)], pedals={"sustain": pedal}, end_s=600.0)
+    cut = until(perf, 10.0)
+    assert [n.pitch for n in cut.notes] == [60, 62]
+    assert max(n.end_s for n in cut.notes) == cut.end_s == 10.0 + UNTIL_MARGIN_S
+    assert list(cut.pedals["sustain"].times_s) == [0.5]
+    assert cut.notes[1] == perf.notes[1]  # what ends before the cut is untouched

@@ -68,7 +68,7 @@ from .losses import (
     log_spectral_distance,
     per_channel_distance,
 )
-from .midi import Note, Performance, read_midi
+from .midi import Note, PedalCurve, Performance, read_midi
 from .render import to_int16
 
 EVAL_SR = 16000
@@ -400,7 +400,7 @@ class _Pieces:
             n = piece["frames"] * fc.hop_samples
             until_s = self.until_s.get(piece["file"])
             if until_s is not None and any(note.start_s < until_s for note in perf.notes):
-                perf = replace(perf, notes=[note for note in perf.notes if note.start_s < until_s])
+                perf = until(perf, until_s)
                 n = min(n, int(math.ceil(until_s * fc.sample_rate)))
             self._renders[key] = piece["file"], render(perf, render_cfg, fc, n)
         return self._renders[key][1]
@@ -414,6 +414,27 @@ def _cut(audio: np.ndarray, clip: Clip, sr: int) -> np.ndarray:
     seg = audio[lo : lo + n]
     out[: len(seg)] = seg
     return out
+
+
+UNTIL_MARGIN_S = 1.0  # note-offs and pedal events this far past a render's end are kept
+
+
+def until(perf: Performance, end_s: float) -> Performance:
+    """What a render needs of ``perf`` up to ``end_s``: notes that start before it, their
+    note-offs at ``end_s + UNTIL_MARGIN_S`` at the latest, and pedal events before that. A renderer
+    plays events in order (FluidSynth in blocks of 64 samples), so its audio before ``end_s`` is
+    the whole performance's; and it stops soon after (a note or a pedal held to the piece's end
+    would make it render the whole piece, past the size bound that the shorter render sets)."""
+    stop = end_s + UNTIL_MARGIN_S
+
+    def cut(curves: dict[str, PedalCurve]) -> dict[str, PedalCurve]:
+        return {k: PedalCurve(c.times_s[c.times_s < stop], c.values[c.times_s < stop]) for k, c in curves.items()}
+
+    notes = [replace(n, end_s=min(n.end_s, stop)) for n in perf.notes if n.start_s < end_s]
+    return replace(
+        perf, notes=notes, pedals=cut(perf.pedals), end_s=min(perf.end_s, stop),
+        program_pedals={p: cut(c) for p, c in perf.program_pedals.items()},
+    )
 
 
 def with_velocity(perf: Performance, velocity: int) -> Performance:

@@ -38,7 +38,7 @@ import yaml
 from . import __version__
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_from_dict, stable_hash
-from .dataset import Cache, CacheError, CropDataset, collate
+from .dataset import SPLIT_SOURCE, Cache, CacheError, CropDataset, collate
 from .fileio import atomic_write, remove_stale_temps
 from .losses import MultiResolutionSTFTDistance, WeightedLoss, fft_sizes_for, log_spectral_distance
 from .model import PianoSynth, build_model
@@ -344,7 +344,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     if valid_split == "train":
         reporter.message(
             "no piece in the valid split of this cache: validating on fixed crops of the train split, which "
-            "measures fit, not generalisation (prepare 3 or more files, or name a valid split in splits.csv)"
+            f"measures fit, not generalisation; {SPLIT_SOURCE}"
         )
     valid_data = CropDataset(
         cache, valid_split, tc.example_seconds, examples=tc.valid_examples, random_crops=False, notes_lookback_seconds=lookback

@@ -143,6 +143,13 @@ def test_a_three_file_cache_of_rests_gives_splits_finite_numbers_and_a_budget_ba
     assert all(math.isfinite(x) and 0 <= x < 1e3 for x in train_losses), train_losses
     assert all(math.isfinite(x) and 0 <= x < 1e3 for x in valid), valid
     assert math.isfinite(result.best_valid) and result.best_valid == min(valid)
+    # run again: the spent budget takes no step and leaves the run as it was
+    last = (result.run_dir / "last.pt").read_bytes()
+    again = Recorder()
+    resumed = train(cfg, cache_dir, run_dir=tmp_path / "run", reporter=again)
+    assert (resumed.stopped, resumed.step, resumed.best_valid) == ("budget", result.step, result.best_valid)
+    assert again.done == [] and any("no step taken" in line for line in again.lines), again.lines
+    assert (result.run_dir / "last.pt").read_bytes() == last
 
     steps = Recorder()
     train(load_config(None, TINY + ["train.steps=3"]), cache_dir, run_dir=tmp_path / "run3", reporter=steps)

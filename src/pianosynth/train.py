@@ -417,9 +417,15 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
 
     stopped = "done"
     first_step, bar_unit = step, None
+    # A resumed run whose time budget is spent takes no step (it took one more, at a learning rate
+    # of 0, and overwrote last.pt), and says how to go on.
+    spent = tc.max_minutes > 0 and _agree(elapsed() >= tc.max_minutes * 60, world)
+    if spent:
+        stopped = "budget"
+        reporter.message(f"its budget of {tc.max_minutes:g} min is spent: no step taken; raise train.max_minutes to go on")
     model.train()
     try:
-        for batch in loader:
+        for batch in () if spent else loader:
             *inputs, y = (t.to(device) for t in batch)
             lr = learning_rate(tc, step, _max_over_ranks(elapsed(), world))  # one clock for every rank
             for group in optimizer.param_groups:

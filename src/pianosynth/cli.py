@@ -44,7 +44,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text or "%(default)" in text:
+        # by identity: `0 in (False,)` is true, and hid every default of 0 (demo --seed)
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == [] or "default" in text:
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text + " (default: %(default)s)"

@@ -62,3 +62,11 @@ def test_the_search_for_commands_sees_a_refused_one():
     assert shell_lines(bad) == [["pianosynth", "synthesize", "song.mid", "--no-such-option"]]
     with pytest.raises(SystemExit):
         build_parser().parse_args(shell_lines(bad)[0][1:])
+
+
+def test_the_one_sentence_that_names_the_default_model_names_the_index_default(monkeypatch):
+    from pianosynth import registry
+
+    monkeypatch.delenv(registry.MODELS_DIR_ENV, raising=False)
+    named = re.findall(r"default model, today `(\w+)`", " ".join(README.split()))
+    assert named == [registry.default_name()]  # one place to change when the default changes

@@ -36,7 +36,7 @@ import torch
 import yaml
 
 from . import __version__
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_from_dict, stable_hash
 from .dataset import SPLIT_SOURCE, Cache, CacheError, CropDataset, collate
 from .fileio import atomic_write, remove_stale_temps
@@ -198,7 +198,10 @@ def warm_start(model: PianoSynth, source: str, cfg: Config) -> tuple[str, bool]:
     """
     from .synthesize import resolve_model  # synthesize imports this module
 
-    path = resolve_model(source)
+    try:
+        path = resolve_model(source)
+    except CheckpointError as e:  # a misspelt name
+        raise TrainingError(f"train.init_from: {e}") from None
     if not Path(path).is_file():
         raise TrainingError(f"train.init_from: no checkpoint or shipped model {source!r}")
     state = load_checkpoint(path)

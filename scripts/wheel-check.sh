@@ -32,6 +32,19 @@ info = sf.info(sys.argv[1])
 assert info.frames > info.samplerate, info  # more than a second of audio
 print(f"wheel demo: {info.frames / info.samplerate:.1f} s at {info.samplerate} Hz from a clean venv")
 PY
+# a command that needs an extra says which, in one line, and exits 1
+needs_extra() {  # EXTRA, then the command's arguments
+  local extra=$1 err rc=0
+  shift
+  err=$(timeout 120 "$work/clean/bin/pianosynth" "$@" 2>&1 >/dev/null) || rc=$?  # serve would otherwise run on
+  if [ "$rc" != 1 ] || [ "$(printf '%s\n' "$err" | wc -l)" != 1 ] || [[ "$err" != *"pip install 'pianosynth[$extra]'"* ]]; then
+    echo "pianosynth $* in the core install: exit $rc, expected 1 and one line naming the $extra extra: $err" >&2
+    exit 1
+  fi
+}
+needs_extra plot synthesize "$work/demo/demo.mid" -o "$work/plot.wav" --plot
+needs_extra serve serve
+echo "wheel core: --plot and serve name the extra they need"
 # only the core: nothing of the extras came along
 for extra in matplotlib tensorboard starlette librosa playwright; do
   if "$work/clean/bin/python" -c "import $extra" 2>/dev/null; then

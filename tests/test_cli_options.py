@@ -36,6 +36,11 @@ def test_help_shows_each_default_once_and_never_none(name):
     assert "(default: None)" not in text
     for option in re.split(r"\s(?=--?[a-z])", text):
         assert option.count("(default:") <= 1, option
+    # and every option with a value by default shows it, 0 included
+    for action in _subcommands()[name]._actions:
+        if not action.option_strings or action.nargs == 0 or action.default in (None, []) or "default" in (action.help or ""):
+            continue
+        assert f"(default: {action.default})" in text, (action.option_strings, action.default)
 
 
 @pytest.mark.parametrize(

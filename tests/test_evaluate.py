@@ -258,3 +258,14 @@ def test_flat_velocity_adds_a_row_with_every_velocity_set(tiny):
     assert len(names) == 3 and names[2] == names[1] + ", every velocity 20"
     own, flat = (result["summary"][n]["mrstft"]["mean"] for n in names[1:])
     assert own != flat
+
+
+def test_a_missing_transcriber_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from pianosynth.evaluate import BasicPitch, EvaluationError
+
+    monkeypatch.setitem(sys.modules, "basic_pitch", None)  # import basic_pitch raises ImportError
+    with pytest.raises(EvaluationError) as e:
+        BasicPitch()
+    assert "pip install --no-deps basic-pitch==0.4.0" in str(e.value) and "\n" not in str(e.value)

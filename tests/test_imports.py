@@ -17,7 +17,8 @@ def _module_name(path: Path, root: Path, package: str) -> str:
 
 
 def import_graph(root: Path = PACKAGE, package: str = "pianosynth") -> dict[str, set[str]]:
-    """module -> the package's modules it imports (anywhere in its body), by relative imports."""
+    """module -> the package's modules it imports (anywhere in its body), by relative imports and
+    by absolute ones that name the package (``from pianosynth.midi import ...``)."""
     files = {_module_name(p, root, package): p for p in root.rglob("*.py")}
     modules = set(files)
     graph: dict[str, set[str]] = {}
@@ -27,9 +28,14 @@ def import_graph(root: Path = PACKAGE, package: str = "pianosynth") -> dict[str,
         here = name.split(".") if is_package else name.split(".")[:-1]
         edges = set()
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if not isinstance(node, ast.ImportFrom) or not node.level:
+            if isinstance(node, ast.Import):  # `import pianosynth.midi`: that module, and the package above it
+                for alias in node.names:
+                    parts = alias.name.split(".")
+                    edges.update(m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m in modules)
                 continue
-            base = here[: len(here) - (node.level - 1)]
+            if not isinstance(node, ast.ImportFrom) or not (node.level or (node.module or "").split(".")[0] == package):
+                continue
+            base = here[: len(here) - (node.level - 1)] if node.level else []
             target = ".".join(base + (node.module.split(".") if node.module else []))
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
@@ -102,3 +108,8 @@ def test_the_search_finds_a_circle_made_on_purpose(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
     (tmp_path / "c.py").write_text("def g():\n    return 1\n")
     assert find_cycle(import_graph(tmp_path, "pkg")) is None
+    # absolute imports of the package count too
+    (tmp_path / "c.py").write_text("def g():\n    import pkg.a\n")
+    assert find_cycle(import_graph(tmp_path, "pkg")) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
+    (tmp_path / "c.py").write_text("from pkg.a import f\n")
+    assert find_cycle(import_graph(tmp_path, "pkg")) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]

@@ -399,6 +399,7 @@ def test_models_names_each_shipped_models_training_data_terms_and_its_reference(
     for name, m in registry.shipped().items():
         assert "CC BY-NC-SA 4.0" in m.data and "ASAP" in m.data  # every shipped model learned from ASAP
         assert f"  {name}: trained on {m.data}" in out
+        assert f"reference: {m.reference_credit}" in out and "not recorded here" not in m.reference_credit  # its maker and licence
     assert "reference: FluidR3 GM SoundFont by Frank Wen and contributors (MIT licence)" in out
     assert cli.main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

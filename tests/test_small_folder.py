@@ -15,7 +15,7 @@ from conftest import needs_fluidsynth
 
 from pianosynth.cli import main
 from pianosynth.config import load_config
-from pianosynth.dataset import Cache, SourceFile, find_sources, select_subset, split_by_hash
+from pianosynth.dataset import SPLIT_SOURCE, SPLITS, Cache, SourceFile, find_sources, select_subset, split_by_hash
 from pianosynth.losses import ComplexSTFTLoss, MultiResolutionSTFTDistance, WeightedLoss, noise_magnitude
 from pianosynth.midi import Note, Performance, write_midi
 from pianosynth.train import LOSS_FLOOR_DBFS, progress_budget, train
@@ -143,7 +143,49 @@ def test_a_three_file_cache_of_rests_gives_splits_finite_numbers_and_a_budget_ba
     assert all(math.isfinite(x) and 0 <= x < 1e3 for x in train_losses), train_losses
     assert all(math.isfinite(x) and 0 <= x < 1e3 for x in valid), valid
     assert math.isfinite(result.best_valid) and result.best_valid == min(valid)
+    # run again: the spent budget takes no step and leaves the run as it was
+    last = (result.run_dir / "last.pt").read_bytes()
+    again = Recorder()
+    resumed = train(cfg, cache_dir, run_dir=tmp_path / "run", reporter=again)
+    assert (resumed.stopped, resumed.step, resumed.best_valid) == ("budget", result.step, result.best_valid)
+    assert again.done == [] and any("no step taken" in line for line in again.lines), again.lines
+    assert (result.run_dir / "last.pt").read_bytes() == last
 
     steps = Recorder()
     train(load_config(None, TINY + ["train.steps=3"]), cache_dir, run_dir=tmp_path / "run3", reporter=steps)
     assert steps.starts == [(3, 1, "step")] and steps.done[-1] == 3
+
+
+@needs_fluidsynth
+def test_a_whole_folder_of_three_says_where_splits_come_from_and_a_splits_csv_of_ones_own_sets_them(tmp_path, capsys):
+    folder = tmp_path / "three"
+    folder.mkdir()
+    names = ["piece_1.mid", "piece_2.mid", "piece_3.mid"]
+    assert [split_by_hash(n) for n in names] == ["train"] * 3  # no subset: every file keeps its hashed split
+    for i, name in enumerate(names):
+        _mostly_silent_piece(folder / name, i)
+
+    def prepare_folder(out: str) -> tuple[int, str, str]:
+        code = main(["prepare", str(folder), "--out", str(tmp_path / out), "--sample-rate", "16000", "--set", "features.tail_seconds=0.5"])
+        said = capsys.readouterr()
+        return code, said.out, said.err
+
+    code, out, _ = prepare_folder("hashed")
+    assert code == 0 and "no valid piece" in out and "no test piece" in out
+    assert f"  {SPLIT_SOURCE}\n" in out  # where a split comes from, and how to name one
+    (folder / "splits.csv").write_text("performance_midi,split\npiece_1.mid,train\npiece_2.mid,valid\npiece_3.mid,test\npiece_9.mid,valid\n")
+    code, out, err = prepare_folder("named")
+    assert code == 0 and "no valid piece" not in out and SPLIT_SOURCE not in out
+    cache = Cache(Path(out.splitlines()[0]))
+    assert {split: [p["file"] for p in cache.split(split)] for split in SPLITS} == {
+        "train": ["piece_1.mid"], "valid": ["piece_2.mid"], "test": ["piece_3.mid"],
+    }  # fmt: skip
+    assert "skipped piece_9.mid: piece_9.mid: no such file" in err  # the reason, not an errno's quoted path
+    for text, says in [
+        ("performance_midi,split\npiece_1.mid,train\npiece_2.mid,validation\n", "splits.csv:3: split 'validation', expected one of train, valid, test"),
+        ("performance_midi\npiece_1.mid\n", "splits.csv: no column 'split'"),
+        ("performance_midi,split,seconds\npiece_1.mid,train,long\n", "splits.csv:2: seconds 'long' is not a number"),
+    ]:
+        (folder / "splits.csv").write_text(text)
+        code, _, err = prepare_folder("bad")
+        assert code == 1 and err.strip() == f"error: {folder / says}", err

@@ -94,6 +94,7 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path):
         (str(midi), str(tmp_path / "x.mp3"), str(ckpt), "must end in .wav, .flac, .ogg"),
         (str(midi), str(tmp_path / "x.wav"), str(tmp_path / "none.pt"), "no such checkpoint"),
         (str(midi), str(tmp_path / "x.wav"), str(midi), "not a readable checkpoint"),
+        (str(midi), str(tmp_path / "x.wav"), "grnd", "error: unknown model 'grnd'; shipped: "),  # a misspelt name
     ]
     for src, dst, model, message in cases:
         proc = cli("synthesize", src, "-o", dst, "--model", model)

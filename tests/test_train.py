@@ -211,3 +211,5 @@ def test_warm_start_copies_weights_and_narrows_the_input_for_the_score_preset(ti
     assert not warm_start(build_model(same.model, same.features), str(ckpt), other)[1]
     with pytest.raises(TrainingError, match="no checkpoint"):
         warm_start(model, str(tmp_path / "missing.pt"), same)
+    with pytest.raises(TrainingError, match="^train.init_from: unknown model 'fluidr33'; shipped: "):
+        warm_start(model, "fluidr33", same)

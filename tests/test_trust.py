@@ -221,6 +221,29 @@ def test_temporary_names_are_unpredictable_and_a_planted_symlink_is_never_follow
     )
 
 
+def test_a_finished_file_has_the_mode_a_new_file_gets_and_a_replaced_one_keeps_its_own(tmp_path):
+    import os
+    import stat
+
+    from pianosynth.fileio import atomic_write
+
+    def mode(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "song.wav", lambda p: p.write_bytes(b"x"))
+        assert mode(tmp_path / "song.wav") == 0o644  # readable by the user's other programs, as open() makes it
+        os.umask(0o027)
+        atomic_write(tmp_path / "group.wav", lambda p: p.write_bytes(b"x"))
+        assert mode(tmp_path / "group.wav") == 0o640
+        os.chmod(tmp_path / "song.wav", 0o600)  # the user's own choice for an existing file
+        atomic_write(tmp_path / "song.wav", lambda p: p.write_bytes(b"y"))
+        assert mode(tmp_path / "song.wav") == 0o600 and (tmp_path / "song.wav").read_bytes() == b"y"
+    finally:
+        os.umask(previous)
+
+
 # ---------------------------------------------------------------------------------------------
 # The budget: every input bounded before the work grows
 # ---------------------------------------------------------------------------------------------

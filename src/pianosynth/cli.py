@@ -44,7 +44,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text or "%(default)" in text:
+        # by identity: `0 in (False,)` is true, and hid every default of 0 (demo --seed)
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == [] or "default" in text:
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text + " (default: %(default)s)"
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "train a model on a prepared cache")
     p.add_argument("--cache", required=True, help="a cache folder made by prepare")
-    p.add_argument("--config", default=None, help=f"a shipped recipe by name ({', '.join(shipped_recipes())}) or a YAML file (default: the shipped model's own recipe, from its checkpoint)")
+    p.add_argument("--config", default=None, help=f"a shipped recipe by name ({', '.join(shipped_recipes())}) or a YAML file (default: the default model's own recipe, from its checkpoint)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.cell=lstm")
     p.add_argument("--runs", default="runs", help="folder that holds run folders")
     p.add_argument("--name", default=None, help="run name prefix (default: the config's name)")
@@ -216,15 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpm", type=_number(float, 1, 1000), default=None, help="a score's tempo in quarter notes per minute, for the whole piece (default: the score's tempo marks and words; MIDI files keep their own tempo)")
     p.set_defaults(func=cmd_synthesize)
 
-    p = command("demo", "synthesize a generated piece with the shipped model")
+    p = command("demo", "synthesize a generated piece with the default model (pianosynth models marks it)")
     p.add_argument("--out", default="out/demo", help="output folder (demo.mid, demo.wav, demo.png)")
-    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the model shipped in the package)")
+    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the default model, which pianosynth models marks)")
     p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the generated piece")
     p.add_argument("--bars", type=_number(int, 1, 1000), default=8, help="length of the generated piece in bars")
     p.set_defaults(func=cmd_demo)
 
     p = command("evaluate", "metrics against baselines on fixed clips, and a listening page")
-    p.add_argument("--model", action="append", default=[], help="checkpoint to evaluate (repeatable; default: the shipped model)")
+    p.add_argument("--model", action="append", default=[], help="checkpoint to evaluate (repeatable; default: the default model, which pianosynth models marks)")
     p.add_argument("--name", action="append", default=[], help="display name for each --model, in order")
     p.add_argument("--cache", required=True, help="a cache folder made by prepare")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split to take clips from")

@@ -294,7 +294,10 @@ class BasicPitch:
                 from basic_pitch import ICASSP_2022_MODEL_PATH
                 from basic_pitch.inference import Model
         except ImportError as e:
-            raise EvaluationError(f"basic-pitch is not installed ({e}); run 'make setup'") from e
+            raise EvaluationError(
+                f"note F1 needs basic-pitch and the eval extra ({e}): pip install 'pianosynth[eval]', then "
+                "pip install --no-deps basic-pitch==0.4.0 (its own metadata would pull TensorFlow); or make setup"
+            ) from e
         path = Path(ICASSP_2022_MODEL_PATH)
         onnx = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
         if not onnx.is_file():

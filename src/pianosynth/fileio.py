@@ -41,11 +41,41 @@ def replacing(path: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp = temp_path(path, suffix)
     try:
         yield tmp
+        os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             if tmp.is_symlink() or tmp.exists():  # ours: made by temp_path above
                 tmp.unlink()
+
+
+def _final_mode(path: Path) -> int:
+    """The mode the finished file gets: an existing regular file's own, else what ``open`` would
+    give a new file (0o666 less the umask). The temporary file's 0600 is for while it is being
+    written: kept after the rename, it made every render unreadable to the user's other programs
+    and users (a web server, a shared folder)."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status);
+    elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # the strictest while it is set, should another thread create a file meanwhile
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:

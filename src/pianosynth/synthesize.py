@@ -54,7 +54,7 @@ from .fileio import atomic_write, remove_stale_temps, replacing
 from .midi import MAX_SECONDS, Limits, MidiError, Performance, check_limits, performance_from_pretty_midi, read_midi
 from .registry import DEFAULT_ALIAS, default_name, find_instrument, model_files, models_dir
 from .routing import Part, Route, Router
-from .checkpoint import model_from_checkpoint
+from .checkpoint import CheckpointError, model_from_checkpoint
 
 BLOCK = 1 << 16  # samples per read/write block of the mix and the second pass
 # Frames of feature windows that go through the encoder at once. Batching is what makes a
@@ -118,7 +118,8 @@ def default_model_path() -> Path:
 
 def resolve_model(model: str | Path | None) -> Path:
     """None or "default" -> the shipped default; a shipped model's name (e.g. "fluidr3") -> its
-    file; anything else is a checkpoint path."""
+    file; anything else is a checkpoint path. A bare word that names neither is a CheckpointError
+    listing the shipped names (a misspelt name said "no such checkpoint")."""
     if model is None:
         return default_model_path()
     if isinstance(model, str) and not Path(model).exists():
@@ -127,6 +128,10 @@ def resolve_model(model: str | Path | None) -> Path:
             return shipped[model]
         if model == DEFAULT_ALIAS:
             return default_model_path()
+        if len(Path(model).parts) == 1 and not Path(model).suffix:  # a name, not a file's path
+            raise CheckpointError(
+                f"unknown model {model!r}; shipped: {', '.join(shipped) or '(none)'} (pianosynth models), or give a checkpoint file"
+            )
     return Path(model)
 
 

@@ -36,9 +36,9 @@ import torch
 import yaml
 
 from . import __version__
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_from_dict, stable_hash
-from .dataset import Cache, CacheError, CropDataset, collate
+from .dataset import SPLIT_SOURCE, Cache, CacheError, CropDataset, collate
 from .fileio import atomic_write, remove_stale_temps
 from .losses import MultiResolutionSTFTDistance, WeightedLoss, fft_sizes_for, log_spectral_distance
 from .model import PianoSynth, build_model
@@ -198,7 +198,10 @@ def warm_start(model: PianoSynth, source: str, cfg: Config) -> tuple[str, bool]:
     """
     from .synthesize import resolve_model  # synthesize imports this module
 
-    path = resolve_model(source)
+    try:
+        path = resolve_model(source)
+    except CheckpointError as e:  # a misspelt name
+        raise TrainingError(f"train.init_from: {e}") from None
     if not Path(path).is_file():
         raise TrainingError(f"train.init_from: no checkpoint or shipped model {source!r}")
     state = load_checkpoint(path)
@@ -344,7 +347,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
     if valid_split == "train":
         reporter.message(
             "no piece in the valid split of this cache: validating on fixed crops of the train split, which "
-            "measures fit, not generalisation (prepare 3 or more files, or name a valid split in splits.csv)"
+            f"measures fit, not generalisation; {SPLIT_SOURCE}"
         )
     valid_data = CropDataset(
         cache, valid_split, tc.example_seconds, examples=tc.valid_examples, random_crops=False, notes_lookback_seconds=lookback
@@ -417,9 +420,15 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
 
     stopped = "done"
     first_step, bar_unit = step, None
+    # A resumed run whose time budget is spent takes no step (it took one more, at a learning rate
+    # of 0, and overwrote last.pt), and says how to go on.
+    spent = tc.max_minutes > 0 and _agree(elapsed() >= tc.max_minutes * 60, world)
+    if spent:
+        stopped = "budget"
+        reporter.message(f"its budget of {tc.max_minutes:g} min is spent: no step taken; raise train.max_minutes to go on")
     model.train()
     try:
-        for batch in loader:
+        for batch in () if spent else loader:
             *inputs, y = (t.to(device) for t in batch)
             lr = learning_rate(tc, step, _max_over_ranks(elapsed(), world))  # one clock for every rank
             for group in optimizer.param_groups:

@@ -104,6 +104,8 @@ def cmd_fetch_grand(args: argparse.Namespace) -> int:
 
 
 def _print_summary(cache) -> None:
+    from ..dataset import SPLIT_SOURCE
+
     s = cache.summary()
     fc = cache.features
     print(
@@ -131,6 +133,8 @@ def _print_summary(cache) -> None:
         print("  no valid piece: train validates on fixed crops of the train split (fit, not generalisation)")
     if "test" in empty and "train" not in empty:
         print("  no test piece: evaluate --split test has nothing to score; use --split train or valid")
+    if empty and "train" not in empty:
+        print(f"  {SPLIT_SOURCE}")
 
 
 def cmd_info(args: argparse.Namespace) -> int:

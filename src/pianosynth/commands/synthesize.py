@@ -169,7 +169,7 @@ def _copy_to_stdout(f) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job: synthesize a piece the project generates itself with the shipped model."""
+    """The main job: synthesize a piece the project generates itself with the default model."""
     from ..examples import generate_piece
     from ..midi import write_midi
     from ..synthesize import can_plot, synthesize_file

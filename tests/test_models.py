@@ -355,7 +355,7 @@ def test_export_name_ships_a_model_with_its_figures_and_models_lists_it(models, 
     code, _, err = run_cli(capsys, "export", str(made / "piano.pt"))
     assert code == 1 and "give -o FILE for a slim copy, or --name NAME" in err
     code, _, err = run_cli(capsys, "export", str(made / "piano.pt"), "-o", str(tmp_path / "x.pt"), "--results", str(metrics))
-    assert code == 1 and "--results, --system and --default go with --name" in err and not (tmp_path / "x.pt").exists()
+    assert code == 1 and "--results, --system, --data and --default go with --name" in err and not (tmp_path / "x.pt").exists()
 
 
 def test_models_warns_where_the_index_and_the_files_disagree(models, made, capsys):
@@ -541,3 +541,21 @@ def test_the_score_models_baseline_is_the_default_of_its_own_reference(models, m
         "'fluidr3' at velocity 64 (test MR-STFT 1.500 against 1.460, loudness r 0.780 against 0.760)"
     ]
     np.testing.assert_array_equal(routed.audio, pianosynth.load(models / "grand.pt", threads=1).render_result(midi).audio)
+
+
+def test_export_data_records_the_training_data_and_other_weights_drop_the_old(models, made, capsys):
+    """--data says what a model learned from; new weights under the same name keep no old claim."""
+    code, _, err = run_cli(capsys, "export", str(made / "grand.pt"), "--name", "grand", "--data", "my recordings, CC BY 4.0")
+    assert code == 0, err
+    assert registry.read_index(models)["grand"]["data"] == "my recordings, CC BY 4.0"
+    code, out, _ = run_cli(capsys, "models")
+    assert "grand: trained on my recordings, CC BY 4.0" in out
+    # the same weights again keep it; other weights without --data drop it
+    assert run_cli(capsys, "export", str(models / "grand.pt"), "--name", "grand")[0] == 0
+    assert registry.read_index(models)["grand"]["data"] == "my recordings, CC BY 4.0"
+    assert run_cli(capsys, "export", str(made / "piano.pt"), "--name", "grand", "--force")[0] == 0
+    assert "data" not in registry.read_index(models)["grand"]
+    code, _, err = run_cli(capsys, "export", str(made / "piano.pt"), "--name", "grand", "--force", "--data", "  ")
+    assert code == 1 and "--data" in err
+    code, _, err = run_cli(capsys, "export", str(made / "piano.pt"), "-o", "x.pt", "--data", "x")
+    assert code == 1 and "go with --name" in err

@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, metavar="METRICS_JSON", help="with --name: test figures from the metrics.json (or its folder) that pianosynth evaluate wrote for this model")
     p.add_argument("--system", default=None, help="with --results: the model's system name in it, where it holds several")
     p.add_argument("--models-dir", default=None, help="with --name: the models folder (default: $PIANOSYNTH_MODELS_DIR or the package's models/)")
+    p.add_argument("--data", default=None, metavar="TEXT", help="with --name: what it was trained on and the terms its weights inherit (kept from the old entry only for the same weights)")
     p.add_argument("--default", action="store_true", help="with --name: make it the default model (index.json's \"default\"), which synthesize uses when no model is named")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_export)

@@ -380,10 +380,12 @@ def add_model(
     system: str | None = None,
     force: bool = False,
     default: bool = False,
+    data: str | None = None,
 ) -> ModelInfo:
     """Ships ``checkpoint`` as ``NAME.pt`` (slimmed, as ``pianosynth export``) and indexes it,
     with test figures from an evaluation's ``metrics.json`` if ``results`` is given; ``default``:
-    it becomes the folder's default model too (``set_default``).
+    it becomes the folder's default model too (``set_default``); ``data``: what it was trained on
+    and the terms its weights inherit (``pianosynth models`` prints it).
 
     The checkpoint may already be the shipped file (to add or refresh its figures): it is then
     indexed where it is, not rewritten. Re-exporting other weights under a name drops the old
@@ -423,7 +425,11 @@ def add_model(
         entry["figures"] = figures_from_metrics(results, system=system, weights=entry["weights"])
     elif old.get("figures") and old.get("weights") == entry["weights"]:
         entry["figures"] = old["figures"]  # the same weights keep their figures
-    if old.get("data") and old.get("weights") == entry["weights"]:
+    if data is not None:
+        if not data.strip():
+            raise RegistryError("--data: say what the model was trained on and under which terms")
+        entry["data"] = data.strip()
+    elif old.get("data") and old.get("weights") == entry["weights"]:
         entry["data"] = old["data"]  # and what they were trained on
     index[name] = entry
     write_index(index, folder)

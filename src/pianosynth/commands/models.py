@@ -15,14 +15,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if (args.output is None) == (args.name is None):
         raise UserError("give -o FILE for a slim copy, or --name NAME to ship it in the models folder")
-    if args.name is None and (args.results or args.system or args.default):
-        raise UserError("--results, --system and --default go with --name (figures and the default are kept in the models folder's index)")
+    if args.name is None and (args.results or args.system or args.default or args.data):
+        raise UserError("--results, --system, --data and --default go with --name (figures and the default are kept in the models folder's index)")
     if args.name is not None:
         from ..registry import add_model
 
         info = add_model(
             args.checkpoint, args.name, folder=args.models_dir, results=args.results, system=args.system, force=args.force,
-            default=args.default,
+            default=args.default, data=args.data,
         )  # fmt: skip
         print(info.path)
         figures = f"MR-STFT {info.figure('mrstft')}, loudness r {info.figure('loudness_r')}, note F1 {info.figure('note_f1')}"

@@ -188,12 +188,19 @@ class _Lobes(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ri, w, bins, index, slot, n_out: int, n_bins: int, chunk: int):
         c = ri.shape[1]
-        out = ri.new_zeros(n_out, c, 2)
+        # one complex number per (bin, channel): index_add_ over slices of (c, 2) floats pays a
+        # slice's set-up per index, a flat complex one adds in a tight loop; either way the sum at
+        # every output element is taken in the entries' order, so the result is the same
+        out = torch.zeros(n_out * c, dtype=torch.complex64 if ri.dtype == torch.float32 else torch.complex128, device=ri.device)
+        lanes = torch.arange(c, device=ri.device)
+        ri = ri.contiguous()
         for e0 in range(0, len(ri), chunk):
             e = slice(e0, e0 + chunk)
             k = index[e]
-            pos = (slot[e] * n_bins)[:, None] + bins[k]
-            out.index_add_(0, pos.reshape(-1), (ri[e, None] * w[k][..., None, None]).reshape(-1, c, 2))
+            pos = (slot[e] * n_bins)[:, None] + bins.index_select(0, k)  # (n, taps)
+            prod = ri[e].view(-1, 1, 2 * c) * w.index_select(0, k)[:, :, None]  # (n, taps, 2 c)
+            out.index_add_(0, (pos[..., None] * c + lanes).view(-1), torch.view_as_complex(prod.view(-1, c, 2)).view(-1))
+        out = torch.view_as_real(out).view(n_out, c, 2)
         ctx.save_for_backward(ri, w, bins, index, slot)
         ctx.n_bins, ctx.chunk = n_bins, chunk
         return out

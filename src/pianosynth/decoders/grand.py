@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from ..features import NOTE_BLOCK
-from .common import KEYS, LOWEST_KEY, istft_centred, typical_inharmonicity
+from .common import KEYS, LOWEST_KEY, istft_two_hops, typical_inharmonicity
 from .spectral import InverseFFTSynth
 from .voices import FLOOR, band_matrix, fit_key_partials
 
@@ -464,7 +464,9 @@ class GrandDecoder(nn.Module):
         frame_no = base[:, None, None] + torch.arange(t, device=c.device)[None, None, :] + NOISE_CHANNEL_SHIFT * torch.arange(C, device=c.device)[None, :, None]
         table = self.noise_phasors(c.device)
         phasors = table.index_select(0, torch.remainder(frame_no, len(table)).reshape(-1)).view(b * C, t, -1)
-        y = istft_centred(torch.view_as_complex(torch.view_as_real(phasors) * mag[..., None]), self.noise_fft, self.hop, self.window)
+        # (real and imaginary parts scaled apart: a broadcast over a last dimension of 2 is slow)
+        spec = torch.complex(phasors.real * mag, phasors.imag * mag)
+        y = istft_two_hops(spec, self.hop, self.window)  # istft_centred's numbers, n_fft = 2 hop
         return y.view(b, C, t * self.hop)
 
 

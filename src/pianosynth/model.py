@@ -10,6 +10,7 @@ right context for the bidirectional RNN and crossfades them, so memory does not 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -312,9 +313,17 @@ class PianoSynth(nn.Module):
             return y[..., (lo - a) * hop : (hi - a) * hop]
 
         if workers > 1:
+            # up to 2 workers blocks in flight, yielded in order: a thread that finishes a light
+            # block starts the next one instead of waiting for its neighbour's (no barrier per
+            # round), and memory stays bounded whatever the piece's length
             with ThreadPoolExecutor(workers) as pool:
-                for first in range(0, len(blocks), workers):
-                    yield from pool.map(render, blocks[first : first + workers])
+                pending = collections.deque()
+                for block in blocks:
+                    if len(pending) == 2 * workers:
+                        yield pending.popleft().result()
+                    pending.append(pool.submit(render, block))
+                while pending:
+                    yield pending.popleft().result()
         else:
             for block in blocks:
                 yield render(block)

@@ -14,7 +14,9 @@ to MIDI files first. For each piece and each ``--threads`` count (``torch.set_nu
   conditioning (``PianoSynth.conditioning`` as ``Synth.blocks`` calls it) and ``Synth.blocks``
   whole (conditioning and voices: the model's synthesis itself), the voices being the difference.
 
-Printed as seconds and multiples of real time (seconds of audio per second of wall clock).
+Printed as seconds and multiples of real time (seconds of audio per second of wall clock), and
+as CPU seconds of all the process's threads (``time.process_time``; on a shared machine the
+1-thread CPU figures are the steadiest, and the wall clock of 2 threads needs 2 idle cores).
 Interpreter start-up, ``import torch`` and loading the model are not timed. Not a test: timings
 on a shared machine are noisy; compare rows of one run.
 """
@@ -35,13 +37,16 @@ from pianosynth.midi import Note, PedalCurve, Performance, read_midi, write_midi
 from pianosynth.synthesize import LONG_PIECE_BATCH_FRAMES, LONG_PIECE_SECONDS, MAX_BATCH_FRAMES
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
+def best_of(fn, repeats: int) -> tuple[float, float]:
+    """The least wall-clock seconds and the least CPU seconds (all the process's threads) of
+    ``repeats`` calls."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return min(wall), min(cpu)
 
 
 def cropped(perf: Performance, seconds: float) -> Performance:
@@ -77,18 +82,18 @@ def measure(model: str, midi: Path, threads: int, repeats: int) -> None:
         for _ in synth.blocks(x, notes):
             pass
 
-    cond_s = best_of(conditioning, repeats) if synth.model.needs_notes else 0.0
+    cond_s = best_of(conditioning, repeats) if synth.model.needs_notes else (0.0, 0.0)
     blocks_s = best_of(blocks, repeats)
     render_s = best_of(lambda: synth.render(midi), repeats)
 
-    def row(name: str, s: float) -> None:
-        print(f"  {name:44s} {s:8.3f} s  {seconds / s:8.1f} x real time")
+    def row(name: str, s: tuple[float, float]) -> None:
+        print(f"  {name:44s} {s[0]:8.3f} s {seconds / s[0]:8.1f} x real time   CPU {s[1]:8.3f} s {seconds / s[1]:8.1f} x")
 
-    print(f"{midi.name}: {seconds:.1f} s, {len(perf.notes)} notes; {threads} thread(s); best of {repeats}")
+    print(f"{midi.name}: {seconds:.1f} s, {len(perf.notes)} notes; {threads} thread(s); best of {repeats} (wall clock, then CPU time)")
     row("render (MIDI file -> array, default loudness)", render_s)
     row("features and note table", features_s)
     row("conditioning (encoder)", cond_s)
-    row("voices (Synth.blocks less the conditioning)", blocks_s - cond_s)
+    row("voices (Synth.blocks less the conditioning)", (blocks_s[0] - cond_s[0], blocks_s[1] - cond_s[1]))
     row("Synth.blocks (the model's synthesis)", blocks_s)
 
 

@@ -232,11 +232,17 @@ def test_the_encoder_split_by_direction_on_threads_equals_its_forward(cell):
     with torch.no_grad():
         whole = enc(x)
         with ThreadPoolExecutor(4) as pool:
-            for groups in (1, 2, 8):
+            for groups in (1, 2, 8) * 4:  # again and again: the tasks run at once on 4 threads
                 split = enc.forward_split(x, pool, groups)
                 assert split.shape == whole.shape
                 assert (split - whole).abs().max() < 1e-5 * whole.abs().max()
     assert list(enc.state_dict()) == keys  # its one-way helpers are not registered: checkpoints unchanged
+    torch.manual_seed(1)
+    drawn = torch.rand(3)
+    torch.manual_seed(1)
+    with torch.no_grad(), ThreadPoolExecutor(2) as pool:
+        enc.forward_split(x, pool)
+    assert torch.equal(torch.rand(3), drawn)  # no random numbers drawn: synthesis leaves the generator alone
 
 
 def test_a_learned_room_streams_like_one_whole_convolution():

@@ -92,16 +92,17 @@ class Encoder(nn.Module):
 
     def _direction(self, x: torch.Tensor, layer: int, reverse: bool) -> torch.Tensor:
         """One direction of one layer: a one-layer, one-way network of the same cell reading this
-        layer's weights (``torch.func.functional_call``; nothing is copied or registered)."""
+        layer's weights (``torch.func.functional_call``). Each call makes its own, uninitialized
+        (no random numbers drawn, nothing registered): the tasks run at once on several threads,
+        and a shared module would have its weights swapped under it by another task."""
         rnn = self.rnn
-        singles = self.__dict__.setdefault("_singles", {})  # a plain dict: not submodules, not in the state dict
-        if x.shape[-1] not in singles:
-            singles[x.shape[-1]] = type(rnn)(x.shape[-1], rnn.hidden_size, batch_first=True, bias=rnn.bias).to(x.device)
+        # on the meta device: no memory, no initialization; functional_call supplies every weight
+        single = type(rnn)(x.shape[-1], rnn.hidden_size, batch_first=True, bias=rnn.bias, device="meta")
         suffix = f"_l{layer}" + ("_reverse" if reverse else "")
         names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
         weights = {f"{n}_l0": getattr(rnn, n + suffix) for n in names}
         seq = x.flip(1) if reverse else x
-        out = torch.func.functional_call(singles[x.shape[-1]], weights, (seq,))[0]
+        out = torch.func.functional_call(single, weights, (seq,))[0]
         return out.flip(1) if reverse else out
 
 

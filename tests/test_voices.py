@@ -219,6 +219,32 @@ def test_chunked_voices_equal_one_whole_pass():
     assert (short - whole).abs().max() < 0.1 * whole.abs().max()
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_encoder_split_by_direction_on_threads_equals_its_forward(cell):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pianosynth.model import Encoder
+
+    torch.manual_seed(0)
+    enc = Encoder(12, cell, layers=2, hidden=16, bidirectional=True).eval()
+    x = torch.rand(5, 70, 12)
+    keys = list(enc.state_dict())
+    with torch.no_grad():
+        whole = enc(x)
+        with ThreadPoolExecutor(4) as pool:
+            for groups in (1, 2, 8) * 4:  # again and again: the tasks run at once on 4 threads
+                split = enc.forward_split(x, pool, groups)
+                assert split.shape == whole.shape
+                assert (split - whole).abs().max() < 1e-5 * whole.abs().max()
+    assert list(enc.state_dict()) == keys  # its one-way helpers are not registered: checkpoints unchanged
+    torch.manual_seed(1)
+    drawn = torch.rand(3)
+    torch.manual_seed(1)
+    with torch.no_grad(), ThreadPoolExecutor(2) as pool:
+        enc.forward_split(x, pool)
+    assert torch.equal(torch.rand(3), drawn)  # no random numbers drawn: synthesis leaves the generator alone
+
+
 def test_a_learned_room_streams_like_one_whole_convolution():
     """With a learned room (issue 12) the blocks of a long piece join exactly: each block's
     reverberation is carried into the next ones. The room trains (its parameters get gradients)

@@ -10,6 +10,7 @@ right context for the bidirectional RNN and crossfades them, so memory does not 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,51 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.rnn(x)
         return h
+
+    def forward_split(self, x: torch.Tensor, pool, groups: int = 1) -> torch.Tensor:
+        """``forward`` for synthesis (no gradients, no dropout) on ``pool``'s threads: each layer's
+        two directions, and ``groups`` parts of the batch, as tasks of their own. A recurrence is
+        a chain of small steps that one thread runs one after another, so splitting the batch
+        alone leaves a short piece's few windows on one thread; the directions are independent
+        until the next layer. The same recurrences with the same weights (one direction at a
+        time, the backward one on the reversed sequence): equal to ``forward`` up to float32
+        rounding (tests/test_voices.py).
+
+        x: (batch, frames, in_channels) -> (batch, frames, out_channels)
+        """
+        rnn = self.rnn
+        if not rnn.bidirectional:
+            return torch.cat(list(pool.map(self._no_grad(self.forward), [p for p in x.tensor_split(groups) if len(p)])))
+        h = x
+        for layer in range(rnn.num_layers):
+            parts = [p for p in h.tensor_split(groups) if len(p)]
+            tasks = [(p, layer, reverse) for p in parts for reverse in (False, True)]
+            outs = list(pool.map(self._no_grad(lambda task: self._direction(*task)), tasks))
+            h = torch.cat([torch.cat(outs[2 * i : 2 * i + 2], dim=-1) for i in range(len(parts))])
+        return h
+
+    @staticmethod
+    def _no_grad(fn):
+        def run(arg):
+            with torch.no_grad():  # grad mode is per thread
+                return fn(arg)
+
+        return run
+
+    def _direction(self, x: torch.Tensor, layer: int, reverse: bool) -> torch.Tensor:
+        """One direction of one layer: a one-layer, one-way network of the same cell reading this
+        layer's weights (``torch.func.functional_call``). Each call makes its own, uninitialized
+        (no random numbers drawn, nothing registered): the tasks run at once on several threads,
+        and a shared module would have its weights swapped under it by another task."""
+        rnn = self.rnn
+        # on the meta device: no memory, no initialization; functional_call supplies every weight
+        single = type(rnn)(x.shape[-1], rnn.hidden_size, batch_first=True, bias=rnn.bias, device="meta")
+        suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
+        weights = {f"{n}_l0": getattr(rnn, n + suffix) for n in names}
+        seq = x.flip(1) if reverse else x
+        out = torch.func.functional_call(single, weights, (seq,))[0]
+        return out.flip(1) if reverse else out
 
 
 class PianoSynth(nn.Module):
@@ -213,7 +259,11 @@ class PianoSynth(nn.Module):
                 chunks = range(first, min(n_chunks, first + per_batch))
                 starts = [max(0, min(k * chunk_frames - context_frames, n - span)) for k in chunks]
                 windows = as_float(torch.stack([x[s : s + span] for s in starts]))
-                c = self._map(lambda w: self.decoder.condition(self.encoder(w)), windows, pool, workers)
+                if pool is not None and not (self.training and self.encoder.rnn.dropout):
+                    # the directions of each layer on threads of their own (``Encoder.forward_split``)
+                    c = self.decoder.condition(self.encoder.forward_split(windows, pool, max(1, workers // 2)))
+                else:
+                    c = self._map(lambda w: self.decoder.condition(self.encoder(w)), windows, pool, workers)
                 if out is None:
                     out = c.new_zeros(n, c.shape[-1])
                 for k, lo in zip(chunks, starts):
@@ -264,9 +314,17 @@ class PianoSynth(nn.Module):
             return y[..., (lo - a) * hop : (hi - a) * hop]
 
         if workers > 1:
+            # up to 2 workers blocks in flight, yielded in order: a thread that finishes a light
+            # block starts the next one instead of waiting for its neighbour's (no barrier per
+            # round), and memory stays bounded whatever the piece's length
             with ThreadPoolExecutor(workers) as pool:
-                for first in range(0, len(blocks), workers):
-                    yield from pool.map(render, blocks[first : first + workers])
+                pending = collections.deque()
+                for block in blocks:
+                    if len(pending) == 2 * workers:
+                        yield pending.popleft().result()
+                    pending.append(pool.submit(render, block))
+                while pending:
+                    yield pending.popleft().result()
         else:
             for block in blocks:
                 yield render(block)

@@ -36,6 +36,26 @@ def istft_centred(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor
     return y[:, hop // 2 : hop // 2 + t * hop]
 
 
+def istft_two_hops(spec: torch.Tensor, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """``istft_centred`` for frames of two hops (n_fft = 2 hop), without torch.istft's general
+    overlap-add (``unfold_backward``, most of its time at these sizes): every sample lies under
+    two frames, so its overlap-add is one addition, the same in any order, and the window's
+    envelope is the same sum of two squares; the inverse FFTs are the same calls.
+
+    spec: (batch, frames, hop + 1) complex -> (batch, frames * hop)
+    """
+    b, t, _ = spec.shape
+    # istft_centred's extra frame at the end, and its centring: its output sample m is sample
+    # m + hop + hop // 2 of the overlap-add of the t + 1 frames, frame j starting at j hop
+    frames = torch.fft.irfft(torch.nn.functional.pad(spec, (0, 0, 0, 1)), n=2 * hop) * window  # (b, t + 1, 2 hop)
+    first, second = frames[..., :hop], frames[..., hop:]
+    y = torch.cat([first[:, 1:] + second[:, :-1], second[:, -1:]], dim=1).reshape(b, (t + 1) * hop)  # from sample hop on
+    w2 = window * window
+    env = torch.cat([(w2[:hop] + w2[hop:]).expand(t, hop), w2[hop:][None]]).reshape(-1)  # the same, for the window
+    lo = hop // 2
+    return y[:, lo : lo + t * hop] / env[lo : lo + t * hop]
+
+
 LOWEST_KEY = 21  # MIDI note of A0, the piano's lowest key
 KEYS = 88
 

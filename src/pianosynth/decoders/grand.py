@@ -39,6 +39,7 @@ times, the encoder's conditioning) giving a smooth correction over log frequency
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ import torch
 from torch import nn
 
 from ..features import NOTE_BLOCK
-from .common import KEYS, LOWEST_KEY, istft_centred, typical_inharmonicity
+from .common import KEYS, LOWEST_KEY, istft_two_hops, typical_inharmonicity
 from .spectral import InverseFFTSynth
 from .voices import FLOOR, band_matrix, fit_key_partials
 
@@ -158,6 +159,7 @@ class GrandDecoder(nn.Module):
         self.register_buffer("shape_centres", torch.log(torch.tensor(np.geomspace(20.0, sample_rate / 2, shape_bands), dtype=torch.float32)), persistent=False)
         self.register_buffer("window", torch.hann_window(self.noise_fft, periodic=True), persistent=False)
         self._phasors: torch.Tensor | None = None  # noise_phasors, made on first use
+        self._kept: tuple | None = None  # (what they were computed from, tables): see tables
 
     def noise_phasors(self, device: torch.device) -> torch.Tensor:
         """Unit phasors of the noise, (NOISE_PERIOD, bins) complex, pseudo-random phases drawn
@@ -172,6 +174,39 @@ class GrandDecoder(nn.Module):
             table = torch.view_as_complex(torch.stack([torch.cos(phase), torch.sin(phase)], dim=-1)).to(device)
             self._phasors = table
         return table
+
+    def tables(self) -> dict[str, torch.Tensor]:
+        """What every voice reads from the parameters alone: frequencies (keys, S, P), partials
+        per key (keys,), the network's interpolation (keys, P) twice, and the per-(zone, partial)
+        tables of levels, layer steps, decays, releases and phases as ``_log_amplitudes`` and
+        ``_partials`` index them. While gradients are recorded (training) they are computed anew
+        on each call. Without them (synthesis) they are kept, with every key's inverse-FFT
+        kernels, until a parameter or buffer changes (their storage and version counters are
+        the key), so the blocks of a piece do not recompute them: the same values either way."""
+        grad = torch.is_grad_enabled()
+        if not grad:
+            stamp = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.parameters(), self.buffers()))
+            kept = self._kept
+            if kept is not None and kept[0] == stamp:
+                return kept[1]
+        C, S = self.channels, self.strings
+        freqs = self.frequencies()  # (keys, S, P)
+        below = (freqs.detach().amax(dim=1) < 0.45 * self.sample_rate).sum(dim=1)  # (keys,)
+        lo, frac = _interpolation(torch.log(freqs[:, 0].detach().clamp_min(1.0)), self.shape_centres)
+        tables = {
+            "freqs": freqs,
+            "counts": torch.minimum(self.partial_count.index_select(0, self.zone), below),
+            "lo": lo, "frac": frac,
+            "level": self.level.permute(0, 3, 1, 2).reshape(-1, C, S),
+            "step": self.layer_level.permute(0, 1, 3, 2).reshape(-1, C),
+            "decay": nn.functional.softplus(self.decay).permute(0, 3, 1, 2).reshape(-1, C, S),
+            "release": nn.functional.softplus(self.release).reshape(-1),
+            "phase": self.phase.permute(0, 3, 1, 2).reshape(-1, C, S),
+        }  # fmt: skip
+        if not grad:
+            tables["kernels"] = self.synth.kernels(freqs.reshape(-1))  # every key's, rows (key S + s) P + p
+            self._kept = (stamp, tables)
+        return tables
 
     @torch.no_grad()
     def reset_decays(self) -> None:
@@ -283,13 +318,14 @@ class GrandDecoder(nn.Module):
         t_off = (centre - rel).clamp(min=0).to(c.dtype) / sr
         held = (rel - on).clamp(min=0).to(c.dtype) / sr
 
+        tables = self.tables()
         shape, log_noise = self._network(c, vb, key, vel, f, t_on, t_off, held)
         noise = torch.exp(log_noise.clamp(max=4.0))  # (rows, C, bands)
         # only the partials each key plays: one item per (row, partial)
-        counts = self.partials_per_key().index_select(0, key)  # (rows,)
+        counts = tables["counts"].index_select(0, key)  # (rows,)
         ir = torch.repeat_interleave(torch.arange(len(key), device=dev), counts)
         ip = torch.arange(len(ir), device=dev) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        log_amp = self._log_amplitudes(shape, key, vel, t_on, t_off, ir, ip)
+        log_amp = self._log_amplitudes(tables, shape, key, vel, t_on, t_off, ir, ip)
         amp = torch.exp(log_amp.clamp(max=4.0))  # (items, C, S)
         # a released frame whose partials sum below the floor in every channel (and whose bands
         # are all below it) is dropped
@@ -298,20 +334,14 @@ class GrandDecoder(nn.Module):
         if bool(dead.any()):
             live = ~dead[ir]
             ir, ip, amp = ir[live], ip[live], amp[live]
-        out = self._partials(amp, ir, ip, key, on, vb, f, f_h, b, t)
+        out = self._partials(tables, amp, ir, ip, key, on, vb, f, f_h, b, t)
         return out + self._noise(c, noise, vb, f, offset, b, t)
-
-    def _shape_interpolation(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each key's partials' place among the network's G log-frequency centres, (keys, P)
-        twice (``_interpolation``), from the frequencies of its first string."""
-        logf = torch.log(self.frequencies()[:, 0].detach().clamp_min(1.0))
-        return _interpolation(logf, self.shape_centres)
 
     def partials_per_key(self) -> torch.Tensor:
         """How many partials each key plays: its zone's measured count, less those a learned B
         or tuning would push above 0.45 of the sample rate. (keys,) int64"""
-        below = (self.frequencies().detach().amax(dim=1) < 0.45 * self.sample_rate).sum(dim=1)  # (keys,)
-        return torch.minimum(self.partial_count.index_select(0, self.zone), below)
+        with torch.no_grad():
+            return self.tables()["counts"]
 
     def _network(self, c, vb, key, vel, f, t_on, t_off, held) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's smooth level correction of each (voice, frame) row, (rows, C, G) at G
@@ -342,21 +372,20 @@ class GrandDecoder(nn.Module):
         rel_noise = rel_noise.masked_fill(~(t_off > 0)[:, None, None], -30.0)
         return shape, 0.5 * torch.logaddexp(2 * log_noise, 2 * rel_noise)  # powers add
 
-    def _log_amplitudes(self, shape, key, vel, t_on, t_off, ir, ip) -> torch.Tensor:
+    def _log_amplitudes(self, tables, shape, key, vel, t_on, t_off, ir, ip) -> torch.Tensor:
         """Log-amplitudes of each item (row ``ir``, partial ``ip``) in every channel and string,
         (items, C, S) (see the module docstring)."""
         z = self.zone[key][ir]
         layer = self.layer[vel.clamp(0, 127)][ir]
         log_v = torch.log(vel.to(shape.dtype) / 127.0)[ir]
         zp = z * self.partials + ip  # row of the (zones * P, ...) tables
-        level = self.level.permute(0, 3, 1, 2).reshape(-1, self.channels, self.strings).index_select(0, zp)  # (items, C, S)
-        step = self.layer_level.permute(0, 1, 3, 2).reshape(-1, self.channels)
-        step = step.index_select(0, (z * len(LAYER_BOUNDS) + layer) * self.partials + ip)  # (items, C)
-        decay = nn.functional.softplus(self.decay).permute(0, 3, 1, 2).reshape(-1, self.channels, self.strings).index_select(0, zp)
-        release = nn.functional.softplus(self.release).reshape(-1).index_select(0, zp)  # (items,)
+        level = tables["level"].index_select(0, zp)  # (items, C, S)
+        step = tables["step"].index_select(0, (z * len(LAYER_BOUNDS) + layer) * self.partials + ip)  # (items, C)
+        decay = tables["decay"].index_select(0, zp)  # (items, C, S)
+        release = tables["release"].index_select(0, zp)  # (items,)
         # the network's correction at each partial's log frequency: linear between the two
         # nearest of its G centres
-        lo, frac = self._shape_interpolation()
+        lo, frac = tables["lo"], tables["frac"]
         kp = key[ir] * self.partials + ip
         lo, frac = lo.reshape(-1).index_select(0, kp), frac.reshape(-1).index_select(0, kp)  # (items,)
         G = self.shape_bands
@@ -371,20 +400,19 @@ class GrandDecoder(nn.Module):
             - decay * (ratio * t_on[ir])[:, None, None] - (release * t_off[ir])[:, None, None]
         )  # fmt: skip
 
-    def _partials(self, amp, ir, ip, key, on, vb, f, f_h, b, t) -> torch.Tensor:
+    def _partials(self, tables, amp, ir, ip, key, on, vb, f, f_h, b, t) -> torch.Tensor:
         """Every item's strings into one spectrum per (example, channel, frame); the two frames
         that overlap the block holding a voice's onset into spectra of their own each, gated at
         the onset. amp: (items, C, S) -> (batch, C, t * hop)"""
         hop, sr, C, S, P = self.hop, self.sample_rate, self.channels, self.strings, self.partials
         dev = amp.device
-        freqs = self.frequencies()  # (keys, S, P)
-        present, which = torch.unique(key, return_inverse=True)
+        freqs = tables["freqs"]  # (keys, S, P)
         # phase at the frame's centre: the onset phase + 2 pi f (centre - onset) / sr (float64 cycles)
         f_item = freqs.detach().permute(0, 2, 1).reshape(-1, S).index_select(0, key[ir] * P + ip)  # (items, S)
         since = (f * hop - on).double().index_select(0, ir)
         cycles = since[:, None] * f_item.double() / sr
         cycles = (cycles - torch.floor(cycles)).to(amp.dtype)
-        phase = self.phase.permute(0, 3, 1, 2).reshape(-1, C, S).index_select(0, self.zone[key][ir] * P + ip)  # (items, C, S)
+        phase = tables["phase"].index_select(0, self.zone[key][ir] * P + ip)  # (items, C, S)
         theta = 2 * math.pi * cycles[:, None, :] + phase
         # the two frames that overlap the block holding the onset, [f_h hop, (f_h + 1) hop), are
         # rendered each in a spectrum of its own and gated at the onset sample
@@ -393,9 +421,14 @@ class GrandDecoder(nn.Module):
         heads = torch.nonzero(head, as_tuple=True)[0]
         slot = vb * (t + 1) + f  # (rows,): the grid frame, or a head's own slot
         slot[heads] = n_grid + torch.arange(len(heads), device=dev)
-        # one kernel per string and partial of each key present, shared by all its frames and channels
-        kernels = self.synth.kernels(freqs.index_select(0, present).reshape(-1))
-        kidx = ((which[ir] * S)[:, None] + torch.arange(S, device=dev)) * P + ip[:, None]  # (items, S)
+        # one kernel per string and partial, shared by all the frames and channels that play it:
+        # of each key present while training, of every key (kept) in synthesis
+        if "kernels" in tables:
+            kernels, kslot = tables["kernels"], key[ir]
+        else:
+            present, which = torch.unique(key, return_inverse=True)
+            kernels, kslot = self.synth.kernels(freqs.index_select(0, present).reshape(-1)), which[ir]
+        kidx = ((kslot * S)[:, None] + torch.arange(S, device=dev)) * P + ip[:, None]  # (items, S)
         spec = self.synth.spectrum(
             amp.transpose(1, 2), theta.transpose(1, 2), slot.index_select(0, ir)[:, None], n_grid + len(heads),
             kernels, kidx, channels=C,
@@ -431,7 +464,9 @@ class GrandDecoder(nn.Module):
         frame_no = base[:, None, None] + torch.arange(t, device=c.device)[None, None, :] + NOISE_CHANNEL_SHIFT * torch.arange(C, device=c.device)[None, :, None]
         table = self.noise_phasors(c.device)
         phasors = table.index_select(0, torch.remainder(frame_no, len(table)).reshape(-1)).view(b * C, t, -1)
-        y = istft_centred(torch.view_as_complex(torch.view_as_real(phasors) * mag[..., None]), self.noise_fft, self.hop, self.window)
+        # (real and imaginary parts scaled apart: a broadcast over a last dimension of 2 is slow)
+        spec = torch.complex(phasors.real * mag, phasors.imag * mag)
+        y = istft_two_hops(spec, self.hop, self.window)  # istft_centred's numbers, n_fft = 2 hop
         return y.view(b, C, t * self.hop)
 
 

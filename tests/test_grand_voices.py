@@ -423,8 +423,8 @@ def test_grand_trains_a_step_on_a_tiny_stereo_cache_and_resumes_exactly(tmp_path
 # ---------------------------------------------------------------------------------------------
 
 
-def model_info(name: str, preset: str, figures: dict | None, default: bool = False) -> ModelInfo:
-    return ModelInfo(name, Path(f"/nowhere/{name}.pt"), 0, "Acoustic Grand Piano", "Piano", "FluidR3_GM.sf2", 16000,
+def model_info(name: str, preset: str, figures: dict | None, default: bool = False, soundfont: str = "FluidR3_GM.sf2") -> ModelInfo:
+    return ModelInfo(name, Path(f"/nowhere/{name}.pt"), 0, "Acoustic Grand Piano", "Piano", soundfont, 16000,
                      preset, "voices", 1, figures, default=default)  # fmt: skip
 
 
@@ -466,6 +466,35 @@ def test_a_score_model_plays_by_itself_only_where_it_beats_the_default_at_veloci
     else:  # synthesize says so
         assert route.messages[0].startswith("flat.mid: every note has velocity 64; rendered with 'fluidr3', not the score-mode model 'score'")
         assert ("no recorded test figures" if base is None else f"test MR-STFT {mrstft:.3f} against 1.461") in route.messages[0]
+
+
+@pytest.mark.parametrize("beats", [True, False])
+def test_a_score_model_never_stands_in_for_a_default_of_another_reference(beats, monkeypatch):
+    """The grand as the default (issue 19: "the grand needs no score model"): a one-velocity piano
+    file goes to the grand even where the FluidR3 score model beats fluidr3 at velocity 64, and
+    synthesize says why; named, fluidr3 is still the model the score model stands in for."""
+    base = {VELOCITY64: {"mrstft": 1.461, "loudness_r": 0.758, "note_f1": 0.7, "source": {"model": "fluidr3"}}}
+    figures = {**score_figures(1.40 if beats else 1.506, 0.80, None), **base}
+    models = {
+        "grand": model_info("grand", "performance", {"mrstft": 1.4, "loudness_r": 0.9}, default=True, soundfont="grand.sfz"),
+        "fluidr3": model_info("fluidr3", "performance", {"mrstft": 1.0, "loudness_r": 0.98}),
+        "score": model_info("score", "score", figures),
+    }
+    assert score_model_verdict(models["score"])[0] is beats
+    assert choose(models, 0, uniform=True).name == "grand" and choose(models, 0, uniform=False).name == "grand"
+    router = Router(0)
+    monkeypatch.setattr(router, "models", lambda: models)
+    route = router.route(flat_performance(), "flat.mid")
+    assert [p.model for p in route.parts] == [None]  # None: the default, the router's own synthesizer
+    why = (
+        "a model of another reference (FluidR3_GM.sf2, not grand.sfz), which stands in only for a model of its own" if beats
+        else "which does not beat 'fluidr3' at velocity 64 (test MR-STFT 1.506 against 1.461, loudness r 0.800 against 0.758)"
+    )  # fmt: skip
+    assert route.messages == [f"flat.mid: every note has velocity 64; rendered with 'grand', not the score-mode model 'score', {why}"]
+    # where fluidr3 is the default again, a winning score model plays in its place, a losing one not
+    models = {**models, "grand": model_info("grand", "performance", None, soundfont="grand.sfz"),
+              "fluidr3": model_info("fluidr3", "performance", None, default=True)}  # fmt: skip
+    assert choose(models, 0, uniform=True).name == ("score" if beats else "fluidr3")
 
 
 def test_the_shipped_score_model_does_not_beat_the_default_at_velocity_64():

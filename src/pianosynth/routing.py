@@ -4,12 +4,12 @@ A synthesizer loaded with no model named (``pianosynth.load()``, ``synthesize`` 
 ``--model``/``--instrument``) carries a ``Router``. For each render it splits the performance by
 General MIDI program (``midi.split_by_program``) and gives each program a shipped model:
 
-1. a model whose ``render.program`` is that program: a performance-mode model, or, where the file
-   has no velocity variation (every note one velocity) and one is shipped that beats its
-   instrument's default fed velocity 64 on both test MR-STFT and loudness r (issue 19,
-   ``registry.score_model_verdict``; that default is the performance model of the same program
-   and reference, e.g. fluidr3 for the FluidR3 score model), a score-mode model (issue 13); a
-   message says which; the index's default model before others of the program;
+1. a model whose ``render.program`` is that program: a performance-mode model, the index's default
+   before others of the program; where the file has no velocity variation (every note one
+   velocity), a score-mode model (issue 13) of that model's own instrument (program and reference)
+   in its place, only where it beats that model fed velocity 64 on both test MR-STFT and loudness r
+   (issue 19, ``stands_in_for``, ``registry.score_model_verdict``: the FluidR3 score model against
+   fluidr3, and never in place of the grand, which needs none); a message says which;
 2. else the piano (the index's default model), with a warning naming the programs rendered that way.
 
 ``synthesize.Synth`` renders each part with its model and mixes them before the level stage. A
@@ -49,29 +49,48 @@ def uniform_velocity(perf: Performance) -> bool:
     return len({n.velocity for n in perf.notes}) == 1
 
 
+def stands_in_for(score: ModelInfo, performance: ModelInfo) -> bool:
+    """Whether score-mode model ``score`` may play a one-velocity file in place of ``performance``:
+    only for a model of its own instrument (program and reference), whose velocity-64 figures its
+    own were measured against (``registry.velocity64_baseline_model``), and only where it beats
+    them (``registry.score_model_verdict``, issue 19). The grand needs no score model: the FluidR3
+    score model never stands in for a model of another reference."""
+    return (
+        score.preset == "score" and performance.preset == "performance" and score.program == performance.program
+        and score.soundfont == performance.soundfont and score_model_verdict(score)[0]
+    )  # fmt: skip
+
+
 def choose(models: dict[str, ModelInfo], program: int, uniform: bool) -> ModelInfo | None:
-    """The shipped model for one program: for a file without dynamics, a score-mode model that
-    beats its default fed velocity 64 (``registry.score_model_verdict``, issue 19), else
-    performance mode first; the default model before others of its program; None if none."""
+    """The shipped model for one program: a performance-mode model, the default before others of
+    its program, else a score-mode one; for a file without dynamics, a score-mode model that stands
+    in for that performance model (``stands_in_for``) where one ships; None if none."""
     matches = [m for m in models.values() if m.program == program]
     if not matches:
         return None
-    want = "score" if uniform else "performance"
-
-    def wanted(m: ModelInfo) -> bool:
-        return m.preset == want and (m.preset != "score" or score_model_verdict(m)[0])
-
-    matches.sort(key=lambda m: (not wanted(m), not m.default, m.name))
-    return matches[0]
+    matches.sort(key=lambda m: (m.preset != "performance", not m.default, m.name))
+    first = matches[0]
+    if uniform:
+        return next((m for m in matches if stands_in_for(m, first)), first)
+    return first
 
 
-def passed_over(models: dict[str, ModelInfo], program: int, chosen: ModelInfo) -> list[tuple[str, str, str | None]]:
-    """Score-mode models of ``program`` that a one-velocity file did not go to, with why and the
-    model they were compared with (``registry.velocity64_baseline_name``; None: none recorded)."""
-    return [
-        (m.name, score_model_verdict(m)[1], velocity64_baseline_name(m)) for m in models.values()
-        if m.program == program and m.preset == "score" and m.name != chosen.name
-    ]  # fmt: skip
+def passed_over(models: dict[str, ModelInfo], program: int, chosen: ModelInfo) -> list[tuple[str, str]]:
+    """Score-mode models of ``program`` that a one-velocity file did not go to, with why: the
+    figures that do not beat the model recorded as their baseline
+    (``registry.velocity64_baseline_name``), or another reference than the chosen model's."""
+    out = []
+    for m in models.values():
+        if m.program != program or m.preset != "score" or m.name == chosen.name:
+            continue
+        beats, detail = score_model_verdict(m)
+        base = velocity64_baseline_name(m)
+        against = "it" if base in (None, chosen.name) else f"'{base}'"  # its default of the same reference
+        if not beats:
+            out.append((m.name, f"which does not beat {against} at velocity 64 ({detail})"))
+        elif m.soundfont != chosen.soundfont:
+            out.append((m.name, f"a model of another reference ({m.soundfont}, not {chosen.soundfont}), which stands in only for a model of its own"))
+    return out
 
 
 class Router:
@@ -101,7 +120,7 @@ class Router:
             elif info.preset == "score" and uniform:
                 score_chosen.append(info.name)
             elif uniform:
-                skipped += [(name, why, base, info.name) for name, why, base in passed_over(self.models(), program, info)]
+                skipped += [(name, why, info.name) for name, why in passed_over(self.models(), program, info)]
             name = None if info is None or info.default else info.name  # the default: this synthesizer itself
             if name in parts:  # several programs on one model (e.g. unmatched ones on the piano)
                 parts[name].programs.append(program)
@@ -116,11 +135,10 @@ class Router:
                 f"{label}: every note has velocity {velocity}; rendered with the score-mode model {chosen} "
                 "(name a model with --model or --instrument to choose another)"
             )
-        for name, why, base, chosen in dict.fromkeys(skipped):
-            against = "it" if base in (None, chosen) else f"'{base}'"  # its default of the same reference
+        for name, why, chosen in dict.fromkeys(skipped):
             route.messages.append(
                 f"{label}: every note has velocity {perf.notes[0].velocity}; rendered with '{chosen}', not the "
-                f"score-mode model '{name}', which does not beat {against} at velocity 64 ({why})"
+                f"score-mode model '{name}', {why}"
             )
         if unmatched:
             listed = ", ".join(f"{p} ({instrument_name(p)})" for p in unmatched)

@@ -151,7 +151,7 @@ def effects(results: list[tuple[Case, list]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default", help="checkpoint or shipped model name (default: the shipped default; named, so that files of one velocity are not given to the score model)")
+    parser.add_argument("--model", default="fluidr3", help="checkpoint or shipped model name (default: fluidr3, the model of the FluidR3 reference these cases are measured against)")
     parser.add_argument("--doc", default=str(Path(__file__).resolve().parents[1] / "docs" / "pedals.md"), help="markdown file to update")
     parser.add_argument("--no-doc", action="store_true", help="print only")
     args = parser.parse_args()

@@ -1,5 +1,7 @@
 """The Python API and the output stage: every kind of input, rate, channels, level, formats,
-stdin/stdout and batches through the CLI. Uses the shipped model on tiny generated pieces."""
+stdin/stdout and batches through the CLI. Uses the shipped default model (its rate and channels
+read from the registry and its config, not assumed) on tiny generated pieces, and the 16 kHz mono
+fluidr3 by name where a test is about a mono model or a rate below the output's."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import soundfile as sf
 from conftest import note, tempo, write_events
 
 import pianosynth
+from pianosynth import registry
 from pianosynth.audio import Level, LoudnessMeter, OutputError, Resampler, choose_gain
 from pianosynth.examples import generate_piece
 from pianosynth.midi import MidiError, write_midi
@@ -44,6 +47,24 @@ def synth():
 
 
 @pytest.fixture(scope="module")
+def fluidr3():
+    """The FluidR3 piano by name: 16 kHz mono."""
+    synth = pianosynth.load("fluidr3", threads=1)
+    assert (synth.sample_rate, synth.config.features.channels) == (16000, 1)
+    return synth
+
+
+def default_info() -> registry.ModelInfo:
+    """The shipped default model as the registry lists it."""
+    return registry.shipped()[registry.default_name()]
+
+
+def int16_frames(audio: np.ndarray) -> np.ndarray:
+    """(channels, samples) float -> (samples, channels) int16, as soundfile reads a 16-bit file."""
+    return to_int16(audio.T)[0]
+
+
+@pytest.fixture(scope="module")
 def piece(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("api") / "piece.mid"
     write_midi(generate_piece(seed=1, bars=2), path)
@@ -57,8 +78,9 @@ def piece(tmp_path_factory) -> Path:
 
 def test_every_kind_of_input_gives_the_same_audio(synth, piece):
     audio, sr = synth.render(piece)
-    assert sr == synth.sample_rate == 16000
-    assert audio.dtype == np.float32 and audio.ndim == 2 and audio.shape[0] == 1 and audio.shape[1] > sr
+    assert sr == synth.sample_rate == default_info().sample_rate
+    channels = synth.config.features.channels
+    assert audio.dtype == np.float32 and audio.ndim == 2 and audio.shape[0] == channels and audio.shape[1] > sr
     for other in (str(piece), piece.read_bytes(), pretty_midi.PrettyMIDI(str(piece)), mido.MidiFile(str(piece))):
         again, sr2 = synth.render(other)
         assert sr2 == sr
@@ -75,9 +97,10 @@ def test_bad_input_is_a_midi_error_naming_the_input(synth, tmp_path):
 
 
 def test_load_by_name_and_by_path_is_the_same_model(synth, piece):
-    assert list(pianosynth.shipped_models())[0] == "fluidr3"  # the default first
-    by_name = pianosynth.load("fluidr3", threads=1)
-    by_path = pianosynth.load(pianosynth.shipped_models()["fluidr3"], threads=1)
+    default = registry.default_name()
+    assert list(pianosynth.shipped_models())[0] == default  # the default first
+    by_name = pianosynth.load(default, threads=1)
+    by_path = pianosynth.load(pianosynth.shipped_models()[default], threads=1)
     assert by_name.source == by_path.source == synth.source == pianosynth.load("default").source
     np.testing.assert_array_equal(by_name.render(piece)[0], synth.render(piece)[0])
 
@@ -164,9 +187,10 @@ def test_gain_and_peak_and_raw_levels(synth, piece):
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
-def test_resampled_output_has_the_rate_and_nothing_above_the_model_nyquist(synth, piece, rate):
-    base, sr = synth.render(piece, loudness=None)
-    audio, out_sr = synth.render(piece, loudness=None, sample_rate=rate)
+def test_resampled_output_has_the_rate_and_nothing_above_the_model_nyquist(fluidr3, piece, rate):
+    # fluidr3 by name: a 16 kHz model, so that 22050 to 48000 Hz are above its own rate
+    base, sr = fluidr3.render(piece, loudness=None)
+    audio, out_sr = fluidr3.render(piece, loudness=None, sample_rate=rate)
     assert out_sr == rate and audio.shape[1] == round(base.shape[1] * rate / sr)
     x = audio[0].astype(np.float64)
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2  # Hann: a rectangle's leakage alone is -75 dB
@@ -188,8 +212,9 @@ def test_resampler_streams_exactly_as_one_call():
     np.testing.assert_allclose(streamed, one, atol=1e-6)
 
 
-def test_two_channels_hold_the_same_signal(synth, piece, tmp_path):
-    result = synth.render_to_file(piece, tmp_path / "st.wav", channels=2)
+def test_two_channels_hold_the_same_signal(fluidr3, piece, tmp_path):
+    # a mono model's signal spread to two channels (the stereo default's channels differ)
+    result = fluidr3.render_to_file(piece, tmp_path / "st.wav", channels=2)
     audio, _ = sf.read(result.path, dtype="int16", always_2d=True)
     assert audio.shape[1] == 2 and np.array_equal(audio[:, 0], audio[:, 1]) and np.abs(audio).max() > 1000
 
@@ -198,7 +223,7 @@ def test_16_bit_files_round_as_prepare_stores_the_reference(synth, piece, tmp_pa
     audio, _ = synth.render(piece)
     for suffix in (".wav", ".flac"):
         path = synth.render_to_file(piece, tmp_path / f"a{suffix}").path
-        np.testing.assert_array_equal(sf.read(path, dtype="int16")[0], to_int16(audio[0])[0])
+        np.testing.assert_array_equal(sf.read(path, dtype="int16", always_2d=True)[0], int16_frames(audio))
 
 
 @pytest.mark.parametrize("name, bits, subtype", [("a.wav", "24", "PCM_24"), ("a.wav", "float", "FLOAT"), ("a.flac", "24", "PCM_24"),
@@ -208,10 +233,10 @@ def test_formats_and_bit_depths(synth, piece, tmp_path, name, bits, subtype):
     path = synth.render_to_file(piece, tmp_path / name, bits=bits).path
     info = sf.info(path)
     assert info.subtype == subtype and info.samplerate == sr
-    back, _ = sf.read(path, dtype="float32")
+    back, _ = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
     tolerance = {"PCM_24": 1e-6, "FLOAT": 0, "VORBIS": 0.05}[subtype]
     n = min(len(back), audio.shape[1])
-    assert np.abs(back[:n] - audio[0, :n]).max() <= tolerance
+    assert back.shape[1] == len(audio) and np.abs(back[:n] - audio.T[:n]).max() <= tolerance
 
 
 def test_impossible_outputs_are_refused_before_writing(synth, piece, tmp_path):
@@ -236,9 +261,9 @@ def test_impossible_outputs_are_refused_before_writing(synth, piece, tmp_path):
 def test_stdin_to_stdout_equals_the_file_output(synth, piece, tmp_path):
     proc = cli("synthesize", "-", "-o", "-", "--threads", "1", input=piece.read_bytes())
     assert proc.returncode == 0, proc.stderr.decode()
-    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="int16")
+    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="int16", always_2d=True)
     expected, _ = synth.render(piece)
-    assert sr == 16000 and np.array_equal(audio, to_int16(expected[0])[0])
+    assert sr == synth.sample_rate and np.array_equal(audio, int16_frames(expected))
     bad = cli("synthesize", "-", "-o", "-", input=b"junk")
     assert bad.returncode == 1 and bad.stdout == b""
     assert bad.stderr.decode().strip().splitlines()[-1].startswith("error: <stdin>: not a readable MIDI file")
@@ -318,9 +343,9 @@ def test_format_and_o_agree_or_say_why_not(synth, piece, tmp_path):
     proc = cli("synthesize", str(piece), "-o", "-", "--format", "flac", "--threads", "1")
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout[:4] == b"fLaC"
-    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="int16")
+    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="int16", always_2d=True)
     expected, _ = synth.render(piece)
-    assert sr == 16000 and np.array_equal(audio, to_int16(expected[0])[0])  # FLAC is lossless
+    assert sr == synth.sample_rate and np.array_equal(audio, int16_frames(expected))  # FLAC is lossless
     assert cli("synthesize", str(piece), "-o", "-", "--threads", "1").stdout[:4] == b"RIFF"  # WAV by default
     bad = cli("synthesize", str(piece), "-o", str(tmp_path / "x.wav"), "--format", "flac")
     assert bad.returncode == 1 and not (tmp_path / "x.wav").exists()

@@ -1,5 +1,5 @@
-"""Pedals on the shipped model against the reference (issue 13): the cases of benchmarks/pedals.py
-(docs/pedals.md), each rendered by FluidSynth and by the shipped model, a few seconds each."""
+"""Pedals on the shipped fluidr3 model against its FluidR3 reference (issue 13): the cases of benchmarks/pedals.py
+(docs/pedals.md), each rendered by FluidSynth and by fluidr3, a few seconds each."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def measured(tmp_path_factory):
     """case name -> window label -> (reference dB, model dB), rendered once per case on demand."""
     import pianosynth
 
-    synth = pianosynth.load("default", threads=1)  # named: these files have one velocity, which would pick the score model
+    synth = pianosynth.load("fluidr3", threads=1)  # named: the model of the FluidR3 reference that FluidSynth renders here
     by_name = {c.name: c for c in pedals.cases()}
     cache: dict[str, dict[str, tuple[float, float]]] = {}
     folder = tmp_path_factory.mktemp("pedals")

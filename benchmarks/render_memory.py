@@ -2,6 +2,7 @@
 ``render_to_file``, and its highest value in each stage of the render.
 
     python benchmarks/render_memory.py --minutes 59
+    python benchmarks/render_memory.py --minutes 59 --model fluidr3           # a shipped model by name
     python benchmarks/render_memory.py --minutes 59 --batch-frames 32768   # the encoder's batch, forced
 
 Stages: importing torch, loading the model, reading the MIDI, the features, the note table, the
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sample-rate", type=int, default=None)
     parser.add_argument("--channels", type=int, default=None)
+    parser.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the shipped default, routed)")
     args = parser.parse_args()
     stage, samples = ["start"], []
 
@@ -58,7 +60,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     write_midi(generate_piece(seed=0, bars=max(1, round(args.minutes * 60 / 2.5)), bpm=96.0), tmp / "piece.mid")
     stage[0] = "load"
-    synth = synthesize.load(threads=args.threads)
+    synth = synthesize.load(args.model, threads=args.threads)
 
     def labelled(owner, name: str, label: str) -> None:
         fn = getattr(owner, name)

@@ -16,6 +16,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 from starlette.testclient import TestClient  # noqa: E402
 
+from pianosynth import registry  # noqa: E402
 from pianosynth.examples import generate_piece  # noqa: E402
 from pianosynth.midi import write_midi  # noqa: E402
 from pianosynth.serve import create_app  # noqa: E402
@@ -38,13 +39,15 @@ def client():
 
 def test_render_an_upload_and_an_example(client, midi):
     listed = client.get("/api/models").json()
-    assert listed["models"][0] == "fluidr3" and {"value": "fluidr3", "label": "fluidr3 (Acoustic Grand Piano, default)"} in listed["choices"]
+    default = registry.shipped()[registry.default_name()]  # the index's default, whichever it is
+    label = f"{default.name} ({default.instrument}, default)"
+    assert listed["models"][0] == default.name and {"value": default.name, "label": label} in listed["choices"]
     r = client.post("/api/render", data={"model": "default"}, files={"midi": ("tune.mid", midi.read_bytes(), "audio/midi")})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "audio/wav" and 'filename="tune.wav"' in r.headers["content-disposition"]
     assert "filename*=UTF-8''tune.wav" in r.headers["content-disposition"]
     audio, sr = sf.read(io.BytesIO(r.content))
-    assert sr == 16000 and len(audio) > sr and np.abs(audio).max() > 0.01
+    assert sr == default.sample_rate and len(audio) > sr and np.abs(audio).max() > 0.01
     r = client.post("/api/render", data={"example": "0"})
     assert r.status_code == 200 and 'filename="example0.wav"' in r.headers["content-disposition"]
 
@@ -133,4 +136,4 @@ def test_the_page_in_a_real_browser(midi, tmp_path):
     assert duration > 1.0
     assert link[0] is False and link[1] == "tune.wav" and link[2].startswith("blob:")
     audio, sr = sf.read(saved)
-    assert sr == 16000 and abs(len(audio) / sr - duration) < 0.01
+    assert sr == registry.shipped()[registry.default_name()].sample_rate and abs(len(audio) / sr - duration) < 0.01

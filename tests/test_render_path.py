@@ -84,7 +84,7 @@ def test_loudness_agrees_with_pyloudnorm_on_a_sine_noise_and_a_rendered_piece(pi
     t = np.arange(5 * sr) / sr
     sine = 0.5 * np.sin(2 * np.pi * 997 * t)[None]  # (1, samples)
     noise = 0.1 * rng.standard_normal((2, 4 * sr + 123))
-    audio, rate = pianosynth.load(threads=1).render(piece, loudness=None)  # (1, samples) at 16 kHz
+    audio, rate = pianosynth.load(threads=1).render(piece, loudness=None)  # (channels, samples) at the default model's rate
     for signal, rate_ in ((sine, sr), (noise, sr), (audio, rate)):
         meter = LoudnessMeter(rate_, channels=len(signal))
         for lo in range(0, signal.shape[1], 7777):
@@ -256,3 +256,47 @@ def test_a_stereo_48k_grand_checkpoint_renders_to_a_stereo_file(tmp_path, piece)
     # a mono fold on request: the mean of the channels
     mono = grand.render_result(piece, gain_db=0.0, channels=1)
     np.testing.assert_allclose(mono.audio[0], audio.mean(axis=1), atol=2**-22)
+
+
+def test_the_shipped_default_and_the_harpsichord_mix_across_rates_and_channels(tmp_path):
+    """Routed with the shipped models: a piano part played by the default model (the 48 kHz stereo
+    grand since issue 19) and a harpsichord part by the 16 kHz mono harpsichord, mixed at the
+    higher rate in the wider channel count: the sum of each model's own part, the lower-rate one
+    resampled (soxr) and a mono one spread to both channels."""
+    import mido
+    from conftest import note, tempo, write_events
+
+    from pianosynth import registry
+    from pianosynth.features import compute_notes
+    from pianosynth.midi import read_midi, split_by_program
+
+    models = registry.shipped()
+    default, harpsichord = models[registry.default_name()], models["harpsichord"]
+    assert harpsichord.program == 6 and default.program == 0
+    assert default.sample_rate != harpsichord.sample_rate  # a mix across rates, the point of this test
+    events = tempo(0, 120) + [(1, 0, mido.Message("program_change", program=6, channel=1))]
+    events += note(1, 0, 480, 60, 90, channel=0) + note(1, 240, 720, 67, 50, channel=0) + note(1, 120, 600, 72, 80, channel=1)
+    midi = write_events(tmp_path / "duo.mid", events)
+    result = pianosynth.load(threads=1).render_result(midi, gain_db=-20)
+    assert result.warnings == [] and result.messages == []
+
+    def part_audio(name: str, perf) -> tuple[np.ndarray, int]:
+        """(channels, samples) of one model over one part, at its own rate and level."""
+        synth = pianosynth.load(name, threads=1)
+        fc = synth.config.features
+        x = torch.from_numpy(compute_features(perf, fc, quantized=True))
+        notes = compute_notes(perf, fc, len(x) * fc.hop_samples) if synth.model.needs_notes else None
+        blocks = [np.atleast_2d(b) for b in synth.blocks(x, notes)]  # (samples,) mono, (channels, samples) stereo
+        return np.concatenate(blocks, axis=1), synth.sample_rate
+
+    parts = split_by_program(read_midi(midi))
+    rate = max(default.sample_rate, harpsichord.sample_rate)
+    played = []
+    for name, program in ((default.name, 0), ("harpsichord", 6)):
+        audio, sr = part_audio(name, parts[program])
+        played.append(audio if sr == rate else Resampler(sr, rate, audio.shape[1], len(audio))(audio, last=True))
+    channels, n = max(len(a) for a in played), max(a.shape[1] for a in played)
+    expected = sum(np.pad(np.broadcast_to(a, (channels, a.shape[1])), ((0, 0), (0, n - a.shape[1]))) for a in played) * np.float32(0.1)
+    assert (result.sample_rate, result.channels) == (rate, channels) and result.audio.shape == expected.shape
+    assert all(np.abs(a).max() > 1e-2 for a in played) and np.abs(expected).max() < 1  # each part heard, the mix unclipped
+    np.testing.assert_allclose(result.audio, expected, rtol=0, atol=1e-6)

@@ -421,7 +421,7 @@ def test_a_dense_chunk_is_refused_by_its_memory_before_the_model_runs(monkeypatc
     from pianosynth.midi import Limits, MidiError, Note, Performance, PedalCurve, write_midi
     from pianosynth.synthesize import Synth
 
-    synth = pianosynth.load("default", threads=1)  # the voices decoder: memory grows with the voices in a block
+    synth = pianosynth.load("default", threads=1)  # voices or grand decoder: memory grows with the voices in a block
     monkeypatch.setattr(Synth, "blocks", lambda *a, **k: (_ for _ in ()).throw(AssertionError("the model ran")))
     notes = [Note(21 + i % 88, i / 900, i / 900 + 0.2, 80) for i in range(27_000)]  # 30 s at 900 notes a second
     pm_path = tmp_path / "dense.mid"

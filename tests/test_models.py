@@ -384,11 +384,18 @@ def test_the_shipped_index_describes_the_shipped_files(monkeypatch):
     monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
     assert registry.check() == []
     shipped = registry.shipped()
-    assert list(shipped)[0] == registry.default_name() == "fluidr3" and all(m.indexed for m in shipped.values())
+    assert list(shipped)[0] == registry.default_name() == "grand" and all(m.indexed for m in shipped.values())
     assert all(m.bytes <= registry.MAX_SHIPPED_BYTES for m in shipped.values())
+    # the default since issue 19: the learned Salamander grand, played by sfizz, at 48 kHz stereo
+    grand = shipped["grand"]
+    assert grand.default and grand.program == 0 and grand.preset == "performance" and grand.decoder == "grand"
+    assert (grand.soundfont, grand.sample_rate) == ("grand.sfz", 48000)
+    assert pianosynth.load("default").config.features.channels == 2
+    # fluidr3 and the harpsichord still ship by name
     fluidr3 = shipped["fluidr3"]
-    assert fluidr3.default and fluidr3.program == 0 and fluidr3.preset == "performance"
+    assert not fluidr3.default and fluidr3.program == 0 and fluidr3.preset == "performance"
     assert (fluidr3.soundfont, fluidr3.sample_rate) == ("FluidR3_GM.sf2", 16000)  # the founding report's setting
+    assert (shipped["harpsichord"].program, shipped["harpsichord"].sample_rate) == (6, 16000)
     assert not (registry.models_dir() / "default.pt").exists()  # the default is the index's, not a file's name
 
 

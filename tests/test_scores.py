@@ -192,7 +192,7 @@ def test_the_api_renders_a_score_at_the_bpm_asked(tmp_path):
         perf = read_performance(score, bpm=bpm)
         assert perf.end_s == pytest.approx(seconds)
         audio, sr = synth.render(score, bpm=bpm, loudness=None)
-        assert audio.shape == (1, n_frames_for(perf, fc) * fc.hop_samples) and np.abs(audio).max() > 1e-3
+        assert audio.shape == (fc.channels, n_frames_for(perf, fc) * fc.hop_samples) and np.abs(audio).max() > 1e-3
 
 
 def test_folders_yield_scores_but_a_plain_xml_only_when_named(tmp_path):

@@ -45,16 +45,30 @@ def _order(piece: dict) -> str:
     return hashlib.sha1(piece["id"].encode()).hexdigest()
 
 
+def _int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+def decimate(audio: np.ndarray, factor: int) -> np.ndarray:
+    """int16 audio (samples[, channels]) -> int16 at 1 / ``factor`` of its rate: what is packed."""
+    from scipy.signal import resample_poly
+
+    return _int16(resample_poly(audio.astype(np.float32), 1, factor, axis=0))
+
+
+def restore(low: np.ndarray, factor: int, samples: int) -> np.ndarray:
+    """``decimate``'s output -> int16 at ``factor`` times its rate, ``samples`` long: what is unpacked."""
+    from scipy.signal import resample_poly
+
+    return _int16(resample_poly(low.astype(np.float32), factor, 1, axis=0)[:samples])
+
+
 def pack_piece(cache_dir: Path, piece: dict, sample_rate: int, out: Path) -> int:
     """Writes <id>.flac and <id>.npz under ``out``; returns their bytes."""
     import soundfile as sf
-    from scipy.signal import resample_poly
 
     base = cache_dir / "pieces" / piece["id"]
-    audio = np.load(f"{base}.audio.npy")
-    factor = sample_rate // PACK_RATE
-    low = resample_poly(audio.astype(np.float32), 1, factor, axis=0)
-    low16 = np.clip(np.round(low), -32768, 32767).astype(np.int16)
+    low16 = decimate(np.load(f"{base}.audio.npy"), sample_rate // PACK_RATE)
     buf = io.BytesIO()
     sf.write(buf, low16, PACK_RATE, format="FLAC", subtype="PCM_16", compression_level=1.0)
     (out / f"{piece['id']}.flac").write_bytes(buf.getvalue())
@@ -81,9 +95,10 @@ def pack(cache_dir: Path, out: Path, chunks: int, chunk_mib: float, valid_second
     staged.mkdir(parents=True, exist_ok=True)
     sizes = {}
     for p in queue:
-        if not (staged / f"{p['id']}.npz").is_file():
-            pack_piece(cache_dir, p, sample_rate, staged)
-        sizes[p["id"]] = sum((staged / f"{p['id']}.{ext}").stat().st_size for ext in ("flac", "npz"))
+        if (staged / f"{p['id']}.npz").is_file():  # packed by an earlier run
+            sizes[p["id"]] = sum((staged / f"{p['id']}.{ext}").stat().st_size for ext in ("flac", "npz"))
+        else:
+            sizes[p["id"]] = pack_piece(cache_dir, p, sample_rate, staged)
     limit = chunk_mib * 2**20
     written = []
     for k in range(1, chunks + 1):
@@ -115,7 +130,6 @@ def pack(cache_dir: Path, out: Path, chunks: int, chunk_mib: float, valid_second
 def unpack(chunks: list[Path], dest: Path) -> dict:
     """Adds every piece of ``chunks`` to the cache at ``dest`` (made if missing)."""
     import soundfile as sf
-    from scipy.signal import resample_poly
 
     pieces_dir = dest / "pieces"
     pieces_dir.mkdir(parents=True, exist_ok=True)
@@ -135,8 +149,7 @@ def unpack(chunks: list[Path], dest: Path) -> dict:
                 continue
             low, low_rate = sf.read(chunk / f"{record['id']}.flac", dtype="int16", always_2d=True)
             shape = tuple(record["arrays"]["audio"]["shape"])
-            audio = resample_poly(low.astype(np.float32), rate // low_rate, 1, axis=0)[: shape[0]]
-            audio = np.clip(np.round(audio), -32768, 32767).astype(np.int16).reshape(shape)
+            audio = restore(low, rate // low_rate, shape[0]).reshape(shape)
             with np.load(chunk / f"{record['id']}.npz") as z:
                 arrays = {"audio": audio, "features": z["features"], "notes": z["notes"]}
             record = json.loads(json.dumps(record))
@@ -153,12 +166,8 @@ def unpack(chunks: list[Path], dest: Path) -> dict:
 
 def roundtrip_error_db(audio: np.ndarray, sample_rate: int) -> float:
     """Level of (unpacked - original) relative to the original, in dB, for int16 audio."""
-    from scipy.signal import resample_poly
-
     factor = sample_rate // PACK_RATE
-    low = np.clip(np.round(resample_poly(audio.astype(np.float32), 1, factor, axis=0)), -32768, 32767)
-    back = resample_poly(low.astype(np.float32), factor, 1, axis=0)[: len(audio)]
-    err = back - audio.astype(np.float64)
+    err = restore(decimate(audio, factor), factor, len(audio)).astype(np.float64) - audio
     return float(10 * np.log10(np.mean(err**2) / max(np.mean(audio.astype(np.float64) ** 2), 1e-12)))
 
 

@@ -96,6 +96,7 @@ class InverseFFTSynth(nn.Module):
         # the frame's middle 2 hop samples, n = -hop .. hop-1: undo the analysis window, apply the triangle
         synth = tri / w[n.long() % self.n_fft]
         self.register_buffer("synthesis_window", synth.float(), persistent=False)
+        self._kept_by_tap: tuple | None = None  # _by_tap's transposed kernels, and what they came from
 
     def kernel(self, freqs_hz: torch.Tensor, negative: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``taps`` bins nearest to each frequency and the window transform's values there.
@@ -194,7 +195,7 @@ class InverseFFTSynth(nn.Module):
     def _by_tap(self, bins: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The kernels' tables transposed to (taps, kernels), kept while the same tables (the
         same objects, unchanged) come back: a decoder keeps its kernels between blocks."""
-        kept = getattr(self, "_kept_by_tap", None)
+        kept = self._kept_by_tap
         if kept is not None and kept[0] is bins and kept[1] is w and kept[2] == (bins._version, w._version):
             return kept[3], kept[4]
         bins_t, w_t = bins.t().contiguous(), w.t().contiguous()

@@ -4,6 +4,10 @@
     python benchmarks/render_memory.py --minutes 59
     python benchmarks/render_memory.py --minutes 59 --model fluidr3           # a shipped model by name
     python benchmarks/render_memory.py --minutes 59 --batch-frames 32768   # the encoder's batch, forced
+    python benchmarks/render_memory.py --minutes 59 --glibc-default        # glibc's own mmap threshold
+
+The process fixes glibc's mmap threshold first, as the command line does (``allocator.py``), unless
+``--glibc-default``.
 
 Stages: importing torch, loading the model, reading the MIDI, the features, the note table, the
 voices decoder's conditioning (the encoder over the whole piece), the synthesis (the model's
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sample-rate", type=int, default=None)
     parser.add_argument("--channels", type=int, default=None)
+    parser.add_argument("--glibc-default", action="store_true", help="leave glibc's dynamic mmap threshold as it is")
     parser.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the shipped default, routed)")
     args = parser.parse_args()
     stage, samples = ["start"], []
@@ -47,6 +52,10 @@ def main() -> None:
             time.sleep(0.05)
 
     threading.Thread(target=poll, daemon=True).start()
+    if not args.glibc_default:
+        from pianosynth.allocator import return_freed_memory
+
+        return_freed_memory()
     import torch  # noqa: F401
 
     stage[0] = "import torch"
@@ -96,7 +105,8 @@ def main() -> None:
     for mb, name in samples:
         highest[name] = max(highest.get(name, 0.0), mb)
     print(f"{result.seconds / 60:.1f} min at {result.sample_rate} Hz, {result.channels} channel(s), 24-bit FLAC, "
-          f"rendered in {elapsed:.1f} s; encoder batch {args.batch_frames or 'default'}")  # fmt: skip
+          f"rendered in {elapsed:.1f} s; encoder batch {args.batch_frames or 'default'}; "
+          f"mmap threshold {'glibc default' if args.glibc_default else 'fixed (allocator.py)'}")  # fmt: skip
     for name, mb in highest.items():
         print(f"  {name:14s} {mb:6.0f} MB")
     print(f"peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -268,11 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RENDER_COMMANDS = ("synthesize", "demo", "serve")  # the processes that render pieces of any length
+
+
 def main(argv: list[str] | None = None) -> int:
     import logging
 
     parser = build_parser()
     args = parser.parse_args(argv)  # before the imports below, which pull in torch: usage errors come at once
+    if args.command in RENDER_COMMANDS:
+        from .allocator import return_freed_memory
+
+        return_freed_memory()  # a long render's freed batches go back to the system (allocator.py)
 
     from .audio import OutputError
     from .batch import BatchError

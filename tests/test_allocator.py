@@ -1,0 +1,56 @@
+"""The render processes hand freed memory back to the system (allocator.py, issue 21)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pianosynth import allocator, cli
+
+# a child that makes and frees 32 blocks of 8 MiB, each touched, with a smaller block kept after each
+# them so that the freed ones cannot fall back to the heap's top; it prints its resident MiB after
+CHILD = """
+import sys
+from pianosynth.allocator import return_freed_memory
+if sys.argv[1] == "fixed":
+    assert return_freed_memory()
+import ctypes
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+size = 8 << 20
+for rounds in range(2):  # the first free raises glibc's threshold; the second round stays in the heap
+    blocks, keep = [], []
+    for _ in range(32):
+        p = libc.malloc(size)
+        ctypes.memset(p, 1, size)
+        blocks.append(p)
+        keep.append(libc.malloc(256 << 10))  # below both thresholds: from the heap, after the block
+    for p in blocks:
+        libc.free(p)
+print(rss())
+"""
+
+
+def resident_after_frees(mode: str) -> float:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, timeout=60, check=True)
+    return float(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_fixed_threshold_returns_freed_blocks_to_the_system():
+    default, fixed = resident_after_frees("default"), resident_after_frees("fixed")
+    assert fixed < 64, fixed  # the 256 MiB freed is gone
+    assert default > fixed + 128, (default, fixed)  # glibc's own threshold keeps most of it
+
+
+def test_the_render_commands_are_commands_and_set_the_threshold(monkeypatch):
+    names = set(cli.build_parser()._subparsers._group_actions[0].choices)
+    assert set(cli.RENDER_COMMANDS) <= names
+    calls = []
+    monkeypatch.setattr(allocator, "return_freed_memory", lambda: calls.append(1) or True)
+    cli.main(["synthesize", "no-such-file.mid", "-o", "x.wav"])  # fails on the input, after the threshold
+    cli.main(["info", "no-such-cache"])  # not a render: left alone
+    assert calls == [1]

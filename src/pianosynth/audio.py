@@ -252,16 +252,22 @@ class LoudnessMeter:
             self._partial, lo = 0.0, cut
         self._partial += float(csum[-1] - csum[lo])
         self.samples = end
-    def loudness(self) -> float:
+    @property
+    def weighting(self) -> bool:
+        return self._filter is not None
+
+    def loudness(self, gain: float = 1.0) -> float:
         """Integrated loudness in LUFS of everything added so far; -inf for silence or audio
-        shorter than one 400 ms block."""
+        shorter than one 400 ms block. ``gain``: that of the same audio scaled by ``gain`` (the
+        K-weighting is linear, so each block's mean square scales by gain²; the gates are applied
+        after the scaling, as a meter of the scaled audio would)."""
         if self._filter is None:
             return math.nan
-        sums = list(self._sums)
+        sums = [v * gain * gain for v in self._sums]
         # pyloudnorm counts round((seconds - 0.4) / 0.1) + 1 blocks: a last step at least half
         # full ends one more block, its missing samples counted as silence
         if self.samples - int(len(sums) * self._step) >= self._step / 2:
-            sums.append(self._partial)
+            sums.append(self._partial * gain * gain)
         sums = np.asarray(sums)
         n_blocks = len(sums) - 3
         if n_blocks <= 0:
@@ -427,6 +433,12 @@ class AudioWriter:
 
     def close(self) -> None:
         self.file.close()
+
+    @property
+    def scale(self) -> float:
+        """What ``write`` returns, against its input where nothing clips: 16-bit PCM is stored as
+        round(x * 32767) and read back as n / 32768, the other subtypes as given."""
+        return 32767.0 / 32768.0 if self.subtype == "PCM_16" else 1.0
 
     def write(self, block: np.ndarray) -> np.ndarray:
         """block: (channels, samples) float -> (channels, samples) float32, as written"""

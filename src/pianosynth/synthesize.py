@@ -435,9 +435,15 @@ class Synth:
             out_channels = asked_channels or mix_channels
             gain, warnings = choose_gain(level, meter.loudness(), meter.peak)
             resample = Resampler(sr, out_sr, meter.samples, out_channels)
-            written = LoudnessMeter(out_sr, out_channels)  # the file's own level, as reported
             clipped = 0
             with sf.SoundFile(raw) as src, open_sink(out_sr, out_channels) as sink:
+                # the file's own level, as reported. Where the file is the metered mix times the
+                # gain (same rate, same channels, nothing clipped), its loudness is the mix's at
+                # that gain and the sink's scale (``LoudnessMeter.loudness(gain)``), and the file
+                # is not K-weighted again: that pass is timed in docs/speed.md
+                scale = getattr(sink, "scale", None)
+                scaled = scale is not None and meter.weighting and out_sr == sr and meter.channels == out_channels and meter.peak * gain < 0.999
+                written = LoudnessMeter(out_sr, out_channels, weighting=not scaled)
                 read = 0
                 for a in src.blocks(blocksize=BLOCK, dtype="float32", always_2d=True):  # (samples, channels)
                     read += len(a)
@@ -451,7 +457,7 @@ class Synth:
             warnings.append(f"{clipped} sample(s) clipped at full scale; lower --loudness or --gain")
         return SynthesisResult(
             path=None, seconds=written.samples / out_sr, sample_rate=out_sr, peak=written.peak, clipped_samples=clipped,
-            warnings=warnings, channels=out_channels, loudness_lufs=written.loudness(),
+            warnings=warnings, channels=out_channels, loudness_lufs=meter.loudness(gain * scale) if scaled else written.loudness(),
             gain_db=20 * math.log10(gain) if gain > 0 else -math.inf, compute_seconds=time.perf_counter() - t0,
             messages=route.messages,
         )  # fmt: skip
@@ -605,6 +611,8 @@ def _resample_file(path: Path, out_sr: int, n: int) -> Path:
 
 class _MemorySink:
     """Keeps (channels, samples) blocks as they would be written to a float file."""
+
+    scale = 1.0  # float, as given (``AudioWriter.scale``)
 
     def __init__(self, chunks: list, channels: int):
         self.chunks, self.channels = chunks, channels

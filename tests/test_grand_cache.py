@@ -156,6 +156,7 @@ def test_cli_prepare_reference_grand_and_fetch_grand_check(tiny_grand_dir, tmp_p
     cache = Cache(proc.stdout.strip().splitlines()[0])
     assert (cache.features.sample_rate, cache.channels, cache.render.source) == (48000, 2, "sfizz")
     assert len(cache.pieces) == 2
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr  # the workers ended cleanly
     # without the samples: one line, no traceback
     proc = _cli("prepare", str(midi), "--reference", "grand", "--out", str(tmp_path / "d"), env={grand.SAMPLE_DIR_ENV: str(tmp_path / "none")})
     assert proc.returncode != 0

@@ -495,6 +495,11 @@ def prepare(
                 results = pool.imap_unordered(_prepare_worker, todo)
                 for rec in progress(results, len(todo)) if progress else results:
                     records[rec["file"]] = rec
+                # done: the workers leave on their own, through their clean-up (a sfizz process
+                # ended, render.close_sfizz), before the with-block's terminate could SIGTERM them
+                # in the middle of it (which printed "Exception ignored in atexit callback")
+                pool.close()
+                pool.join()
         else:
             results = map(_prepare_worker, todo)
             for rec in progress(results, len(todo)) if progress else results:

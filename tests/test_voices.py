@@ -236,6 +236,10 @@ def test_the_encoder_split_by_direction_on_threads_equals_its_forward(cell):
                 split = enc.forward_split(x, pool, groups)
                 assert split.shape == whole.shape
                 assert (split - whole).abs().max() < 1e-5 * whole.abs().max()
+                # time-major in and out (the conditioning's windows): the same numbers
+                major = enc.forward_split(x.transpose(0, 1).contiguous(), pool, groups, time_major=True)
+                assert major.shape == (70, 5, whole.shape[-1])
+                assert torch.equal(major.transpose(0, 1), split)
     assert list(enc.state_dict()) == keys  # its one-way helpers are not registered: checkpoints unchanged
     torch.manual_seed(1)
     drawn = torch.rand(3)

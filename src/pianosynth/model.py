@@ -60,7 +60,7 @@ class Encoder(nn.Module):
         h, _ = self.rnn(x)
         return h
 
-    def forward_split(self, x: torch.Tensor, pool, groups: int = 1) -> torch.Tensor:
+    def forward_split(self, x: torch.Tensor, pool, groups: int = 1, time_major: bool = False) -> torch.Tensor:
         """``forward`` for synthesis (no gradients, no dropout) on ``pool``'s threads: each layer's
         two directions, and ``groups`` parts of the batch, as tasks of their own. A recurrence is
         a chain of small steps that one thread runs one after another, so splitting the batch
@@ -69,18 +69,30 @@ class Encoder(nn.Module):
         time, the backward one on the reversed sequence): equal to ``forward`` up to float32
         rounding (tests/test_voices.py).
 
-        x: (batch, frames, in_channels) -> (batch, frames, out_channels)
+        The layers run time-major, as torch's recurrences do inside, so a batch given time-major
+        (``time_major``) is never transposed into a copy; each layer's input is let go as soon as
+        its tasks are done (the caller should hold no other reference to ``x``): a long piece's
+        batches are the largest thing its render holds (docs/speed.md).
+
+        x: (batch, frames, in_channels), or (frames, batch, in_channels) if ``time_major``
+        -> (batch, frames, out_channels), or (frames, batch, out_channels)
         """
         rnn = self.rnn
         if not rnn.bidirectional:
-            return torch.cat(list(pool.map(self._no_grad(self.forward), [p for p in x.tensor_split(groups) if len(p)])))
-        h = x
+            if time_major:
+                x = x.transpose(0, 1)
+            h = torch.cat(list(pool.map(self._no_grad(self.forward), [p for p in x.tensor_split(groups) if len(p)])))
+            return h.transpose(0, 1) if time_major else h
+        h, x = (x if time_major else x.transpose(0, 1).contiguous()), None  # (frames, batch, channels)
         for layer in range(rnn.num_layers):
-            parts = [p for p in h.tensor_split(groups) if len(p)]
+            parts = [p for p in h.tensor_split(groups, dim=1) if p.shape[1]]
             tasks = [(p, layer, reverse) for p in parts for reverse in (False, True)]
+            h = None
             outs = list(pool.map(self._no_grad(lambda task: self._direction(*task)), tasks))
-            h = torch.cat([torch.cat(outs[2 * i : 2 * i + 2], dim=-1) for i in range(len(parts))])
-        return h
+            del parts, tasks  # the layer's input goes before its output is joined
+            h = torch.cat([torch.cat(outs[i : i + 2], dim=-1) for i in range(0, len(outs), 2)], dim=1) if len(outs) > 2 else torch.cat(outs, dim=-1)
+            del outs
+        return h if time_major else h.transpose(0, 1)
 
     @staticmethod
     def _no_grad(fn):
@@ -91,19 +103,20 @@ class Encoder(nn.Module):
         return run
 
     def _direction(self, x: torch.Tensor, layer: int, reverse: bool) -> torch.Tensor:
-        """One direction of one layer: a one-layer, one-way network of the same cell reading this
-        layer's weights (``torch.func.functional_call``). Each call makes its own, uninitialized
-        (no random numbers drawn, nothing registered): the tasks run at once on several threads,
-        and a shared module would have its weights swapped under it by another task."""
+        """One direction of one layer, time-major (x: (frames, batch, channels)): a one-layer,
+        one-way network of the same cell reading this layer's weights
+        (``torch.func.functional_call``). Each call makes its own, uninitialized (no random
+        numbers drawn, nothing registered): the tasks run at once on several threads, and a
+        shared module would have its weights swapped under it by another task."""
         rnn = self.rnn
         # on the meta device: no memory, no initialization; functional_call supplies every weight
-        single = type(rnn)(x.shape[-1], rnn.hidden_size, batch_first=True, bias=rnn.bias, device="meta")
+        single = type(rnn)(x.shape[-1], rnn.hidden_size, batch_first=False, bias=rnn.bias, device="meta")
         suffix = f"_l{layer}" + ("_reverse" if reverse else "")
         names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
         weights = {f"{n}_l0": getattr(rnn, n + suffix) for n in names}
-        seq = x.flip(1) if reverse else x
+        seq = x.flip(0) if reverse else x
         out = torch.func.functional_call(single, weights, (seq,))[0]
-        return out.flip(1) if reverse else out
+        return out.flip(0) if reverse else out
 
 
 class PianoSynth(nn.Module):
@@ -258,11 +271,14 @@ class PianoSynth(nn.Module):
             for first in range(0, n_chunks, per_batch):
                 chunks = range(first, min(n_chunks, first + per_batch))
                 starts = [max(0, min(k * chunk_frames - context_frames, n - span)) for k in chunks]
-                windows = as_float(torch.stack([x[s : s + span] for s in starts]))
                 if pool is not None and not (self.training and self.encoder.rnn.dropout):
-                    # the directions of each layer on threads of their own (``Encoder.forward_split``)
-                    c = self.decoder.condition(self.encoder.forward_split(windows, pool, max(1, workers // 2)))
+                    # the directions of each layer on threads of their own (``Encoder.forward_split``),
+                    # the windows made time-major and held by nothing else, so that no copy is made
+                    # and each layer's input is let go when done
+                    windows = [as_float(torch.stack([x[s : s + span] for s in starts], dim=1))]  # (span, windows, channels)
+                    c = self.decoder.condition(self.encoder.forward_split(windows.pop(), pool, max(1, workers // 2), time_major=True)).transpose(0, 1)
                 else:
+                    windows = as_float(torch.stack([x[s : s + span] for s in starts]))
                     c = self._map(lambda w: self.decoder.condition(self.encoder(w)), windows, pool, workers)
                 if out is None:
                     out = c.new_zeros(n, c.shape[-1])

@@ -263,12 +263,12 @@ class LoudnessMeter:
         after the scaling, as a meter of the scaled audio would)."""
         if self._filter is None:
             return math.nan
-        sums = [v * gain * gain for v in self._sums]
+        sums = list(self._sums)
         # pyloudnorm counts round((seconds - 0.4) / 0.1) + 1 blocks: a last step at least half
         # full ends one more block, its missing samples counted as silence
         if self.samples - int(len(sums) * self._step) >= self._step / 2:
-            sums.append(self._partial * gain * gain)
-        sums = np.asarray(sums)
+            sums.append(self._partial)
+        sums = np.asarray(sums) * (gain * gain)
         n_blocks = len(sums) - 3
         if n_blocks <= 0:
             return -math.inf

@@ -90,8 +90,10 @@ class Encoder(nn.Module):
             h = None
             outs = list(pool.map(self._no_grad(lambda task: self._direction(*task)), tasks))
             del parts, tasks  # the layer's input goes before its output is joined
-            h = torch.cat([torch.cat(outs[i : i + 2], dim=-1) for i in range(0, len(outs), 2)], dim=1) if len(outs) > 2 else torch.cat(outs, dim=-1)
+            joined = [torch.cat(outs[i : i + 2], dim=-1) for i in range(0, len(outs), 2)]  # each part's two directions
             del outs
+            h = joined[0] if len(joined) == 1 else torch.cat(joined, dim=1)
+            del joined
         return h if time_major else h.transpose(0, 1)
 
     @staticmethod
@@ -273,10 +275,13 @@ class PianoSynth(nn.Module):
                 starts = [max(0, min(k * chunk_frames - context_frames, n - span)) for k in chunks]
                 if pool is not None and not (self.training and self.encoder.rnn.dropout):
                     # the directions of each layer on threads of their own (``Encoder.forward_split``),
-                    # the windows made time-major and held by nothing else, so that no copy is made
-                    # and each layer's input is let go when done
-                    windows = [as_float(torch.stack([x[s : s + span] for s in starts], dim=1))]  # (span, windows, channels)
-                    c = self.decoder.condition(self.encoder.forward_split(windows.pop(), pool, max(1, workers // 2), time_major=True)).transpose(0, 1)
+                    # the windows made time-major, (span, windows, channels), and held by no name
+                    # here, so that no copy is made and each layer's input is let go when done
+                    h = self.encoder.forward_split(
+                        as_float(torch.stack([x[s : s + span] for s in starts], dim=1)), pool, max(1, workers // 2), time_major=True
+                    )
+                    c = self.decoder.condition(h).transpose(0, 1)
+                    del h
                 else:
                     windows = as_float(torch.stack([x[s : s + span] for s in starts]))
                     c = self._map(lambda w: self.decoder.condition(self.encoder(w)), windows, pool, workers)

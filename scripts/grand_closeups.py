@@ -55,22 +55,23 @@ def level_db(y: np.ndarray, sr: int, start: float, end: float, frame_ms: float) 
     return start + (np.arange(len(frames)) + 0.5) * n / sr, 20 * np.log10(np.maximum(rms, 1e-8))
 
 
-def pre_onset(midi_bytes: bytes) -> None:
-    """The model's level (both channels, before any gain) just before C4's onset at 0.5 s, as
-    shipped and with the voices' noise left out (``GrandDecoder._noise`` giving zeros)."""
+def pre_onset_levels(y: np.ndarray, sr: int) -> str:
+    """The level of y (both channels, (2, samples)) just before and after C4's onset at 0.5 s."""
+    levels = []
+    for a, b in ((0.45, 0.48), (0.48, 0.49), (0.495, 0.5), (0.5, 0.505)):
+        seg = y[:, round(a * sr) : round(b * sr)].astype(np.float64)
+        levels.append(f"{a:.3f}-{b:.3f} s: {20 * np.log10(max(float(np.sqrt(np.mean(seg**2))), 1e-12)):.1f} dBFS")
+    return "; ".join(levels)
+
+
+def without_noise(midi: Path) -> np.ndarray:
+    """The model's render with the voices' noise left out (``GrandDecoder._noise`` giving zeros)."""
     import torch
 
-    for label in ("as shipped", "noise left out"):
-        synth = pianosynth.load("grand", threads=1)
-        if label != "as shipped":
-            dec = synth.model.decoder
-            dec._noise = lambda c, noise, vb, f, offset, b, t: torch.zeros(b, dec.channels, t * dec.hop)
-        y, sr = synth.render(midi_bytes, loudness=None)
-        levels = []
-        for a, b in ((0.45, 0.48), (0.48, 0.49), (0.495, 0.5), (0.5, 0.505)):
-            seg = y[:, round(a * sr) : round(b * sr)].astype(np.float64)
-            levels.append(f"{a:.3f}-{b:.3f} s: {20 * np.log10(max(float(np.sqrt(np.mean(seg**2))), 1e-12)):.1f} dBFS")
-        print(f"before C4's onset at 0.5 s, {label}: " + "; ".join(levels))
+    synth = pianosynth.load("grand", threads=2)
+    dec = synth.model.decoder
+    dec._noise = lambda c, noise, vb, f, offset, b, t: torch.zeros(b, dec.channels, t * dec.hop)
+    return synth.render(midi, loudness=None)[0]
 
 
 def main() -> None:
@@ -88,14 +89,15 @@ def main() -> None:
         finally:
             close_sfizz()
         model, model_sr = pianosynth.load("grand", threads=2).render(midi, loudness=None)  # (2, samples)
-        midi_bytes = midi.read_bytes()
+        quiet = without_noise(midi)
+    # the model's own level (before any gain) just before the onset, as shipped and without noise
+    print(f"before C4's onset at 0.5 s, as shipped: {pre_onset_levels(model, sr)}")
+    print(f"before C4's onset at 0.5 s, noise left out: {pre_onset_levels(quiet, sr)}")
     assert model_sr == sr
     model = np.pad(model, ((0, 0), (0, max(0, n - model.shape[1]))))[:, :n]
     gain = np.sqrt(np.sum(ref.astype(np.float64) ** 2) / np.sum(model.astype(np.float64) ** 2))
     model = model * gain
     print(f"one gain for the model: {20 * np.log10(gain):+.1f} dB")
-
-    pre_onset(midi_bytes)
 
     import matplotlib
 

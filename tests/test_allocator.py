@@ -54,3 +54,63 @@ def test_the_render_commands_are_commands_and_set_the_threshold(monkeypatch):
     cli.main(["synthesize", "no-such-file.mid", "-o", "x.wav"])  # fails on the input, after the threshold
     cli.main(["info", "no-such-cache"])  # not a render: left alone
     assert calls == [1]
+
+
+# a child that makes, touches and frees a 4 MiB block 64 times in the stage given, and prints its
+# minor page faults over the loop
+STAGES = """
+import resource, sys, ctypes
+from pianosynth import allocator
+if sys.argv[1] != "none":
+    assert allocator.return_freed_memory()
+    assert getattr(allocator, "for_" + sys.argv[1])()
+else:
+    assert not allocator.for_blocks() and not allocator.for_batches()  # not asked: nothing changes
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = 4 << 20
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(64):
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def faults_in_stage(stage: str) -> int:
+    out = subprocess.run([sys.executable, "-c", STAGES, stage], capture_output=True, text=True, timeout=60, check=True)
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_blocks_stage_reuses_what_the_batches_stage_gives_back():
+    pages = 64 * (4 << 20) // 4096  # every block faulted in afresh
+    batches, blocks = faults_in_stage("batches"), faults_in_stage("blocks")
+    assert batches > pages // 2, batches  # each freed block went back, and the next one faulted in again
+    assert blocks < pages // 8, blocks  # one block's pages, reused 64 times
+    assert faults_in_stage("none") >= 0  # a process that did not ask: the stages are no-ops (asserted inside)
+
+
+def test_a_render_switches_from_batches_to_blocks_after_the_conditioning(monkeypatch):
+    import torch
+
+    from pianosynth import synthesize
+
+    stages = []
+    monkeypatch.setattr(allocator, "for_batches", lambda: stages.append("batches"))
+    monkeypatch.setattr(allocator, "for_blocks", lambda: stages.append("blocks"))
+
+    class Model:
+        def synthesize(self, x, **kwargs):
+            stages.append("conditioning")
+            for _ in range(3):
+                stages.append("block")
+                yield torch.zeros(4)
+
+    synth = synthesize.Synth.__new__(synthesize.Synth)
+    synth.model, synth.threads = Model(), 1
+    synth.config = type("C", (), {"features": type("F", (), {"frame_rate": 62.5})()})()
+    assert len(list(synth.blocks(torch.zeros(10, 1)))) == 3
+    assert stages == ["batches", "conditioning", "block", "blocks", "block", "block", "batches"]

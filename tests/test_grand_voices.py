@@ -237,6 +237,10 @@ def test_chunked_equals_whole_in_stereo_at_48k():
         list(model.synthesize(x, chunk_frames=25, context_frames=frames, crossfade_frames=8, notes=notes, workers=2)), dim=-1
     )
     assert (threaded - whole).abs().max() < 1e-5
+    for block_frames in (7, 64):  # a long piece's smaller blocks (synthesize.LONG_PIECE_BLOCK_FRAMES) join the same way
+        blocks = list(model.synthesize(x, chunk_frames=120, context_frames=frames, crossfade_frames=8, notes=notes, workers=2, block_frames=block_frames))
+        assert max(b.shape[-1] for b in blocks) == block_frames * HOP
+        assert (torch.cat(blocks, dim=-1) - whole).abs().max() < 1e-5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,9 +7,17 @@ long piece are tens of MiB each, made and freed on several threads: with the dyn
 59-minute render kept about 180 MB that it no longer used (``benchmarks/render_memory.py``).
 ``mallopt(M_MMAP_THRESHOLD, …)`` fixes the threshold, which also turns the raising off.
 
+A threshold of 1 MiB everywhere has its own cost: the voices render block after block, each with
+temporaries of 1 to 16 MiB, and each one mapped afresh is faulted in page by page again. A
+59-minute piece spent 83 s of system time on it, and a 5-minute one 7 s (docs/speed.md). So a
+render has two stages (``Synth.blocks``): the conditioning's batches (``for_batches``: 1 MiB, each
+freed batch goes back) and the voices' blocks (``for_blocks``: under 16 MiB from the heaps, kept
+for the next block).
+
 This changes the whole process's allocator, so only pianosynth's own processes call it (the
 command line, the page): a program that imports pianosynth keeps its allocator as it is, and can
-start Python with ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment for the same effect.
+start Python with ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment for the batches' effect,
+or call ``return_freed_memory`` itself to have both stages.
 """
 
 from __future__ import annotations
@@ -17,13 +25,16 @@ from __future__ import annotations
 import ctypes
 import sys
 
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-MMAP_THRESHOLD_BYTES = 1 << 20  # blocks of 1 MiB and more: mapped, and unmapped when freed
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 1 << 20  # batches: blocks of 1 MiB and more mapped, and unmapped when freed
+TRIM_THRESHOLD_BYTES = 128 << 10  # glibc's default: the heap's free top beyond this goes back
+BLOCKS_MMAP_THRESHOLD_BYTES = 16 << 20  # blocks: under 16 MiB from the heaps, and reused
+BLOCKS_TRIM_THRESHOLD_BYTES = 64 << 20  # and up to 64 MiB of free top kept for the next block
+
+_opted_in = False  # whether this process asked for it (return_freed_memory); stages change nothing otherwise
 
 
-def return_freed_memory(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Fixes glibc's mmap threshold at ``threshold`` bytes for this process. Returns whether the
-    allocator took it (False off Linux, or where the C library has no ``mallopt``)."""
+def _mallopt(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -31,4 +42,39 @@ def return_freed_memory(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
+    return mallopt(option, int(value)) == 1
+
+
+def return_freed_memory(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fixes glibc's mmap threshold at ``threshold`` bytes for this process, and lets
+    ``for_batches`` and ``for_blocks`` change it from then on. Returns whether the allocator took
+    it (False off Linux, or where the C library has no ``mallopt``)."""
+    global _opted_in
+    _opted_in = _mallopt(M_MMAP_THRESHOLD, threshold)
+    return _opted_in
+
+
+def for_batches() -> bool:
+    """Where a render makes large batches, each freed once (the encoder's conditioning of a whole
+    piece): blocks of 1 MiB and more are mapped, and unmapped when freed, and what the heaps hold
+    free beyond 128 KiB goes back (``malloc_trim``). Nothing unless the process asked
+    (``return_freed_memory``). Returns whether it changed the allocator."""
+    if not _opted_in:
+        return False
+    ok = _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and _mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    try:
+        ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))  # the blocks' free memory, in every arena
+    except (OSError, AttributeError):
+        pass
+    return ok
+
+
+def for_blocks() -> bool:
+    """Where a render makes blocks of a few sizes over and over (the voices, block after block):
+    blocks under 16 MiB come from the heaps and are reused, since each block mapped afresh is
+    touched page by page again (page faults: 83 s of system time for a 59-minute piece,
+    docs/speed.md). Nothing unless the process asked (``return_freed_memory``). Returns whether
+    it changed the allocator."""
+    if not _opted_in:
+        return False
+    return _mallopt(M_MMAP_THRESHOLD, BLOCKS_MMAP_THRESHOLD_BYTES) and _mallopt(M_TRIM_THRESHOLD, BLOCKS_TRIM_THRESHOLD_BYTES)

@@ -187,6 +187,7 @@ class PianoSynth(nn.Module):
         max_batch_frames: int = 32768,
         workers: int = 1,
         notes: torch.Tensor | np.ndarray | None = None,
+        block_frames: int = 256,
     ) -> Iterator[torch.Tensor]:
         """Synthesizes a sequence of any length in overlapping chunks, yielding audio blocks.
 
@@ -209,19 +210,19 @@ class PianoSynth(nn.Module):
         (frames * hop_samples,).
 
         With the ``voices`` decoder, ``notes`` (the whole piece's note table, ``(notes, 4)``) is
-        required and ``synthesize_voices`` does the work. With a learned room (``reverb``), the
+        required and ``synthesize_voices`` does the work, in blocks of ``block_frames``. With a learned room (``reverb``), the
         blocks go through it in turn, each one's reverberation carried into the next.
         """
-        blocks = self._synthesize_dry(x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes)
+        blocks = self._synthesize_dry(x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes, block_frames)
         yield from blocks if self.reverb is None else self.reverb.stream(blocks)
 
     @torch.no_grad()
-    def _synthesize_dry(self, x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes):
+    def _synthesize_dry(self, x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes, block_frames=256):
         """``synthesize`` before the room: the decoder's blocks."""
         if self.needs_notes:
             if notes is None:
                 raise ValueError("this model's decoder needs the note table: pass notes=")
-            yield from self.synthesize_voices(x, notes, chunk_frames, context_frames, crossfade_frames, max_batch_frames, workers)
+            yield from self.synthesize_voices(x, notes, chunk_frames, context_frames, crossfade_frames, max_batch_frames, workers, block_frames)
             return
         if x.dim() != 2 or x.shape[-1] != self.in_channels:
             raise ValueError(f"expected x of shape (frames, {self.in_channels}), got {tuple(x.shape)}")

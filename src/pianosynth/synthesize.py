@@ -34,6 +34,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from . import allocator
 from .audio import (
     DEFAULT_LOUDNESS_LUFS,
     AudioWriter,
@@ -66,6 +67,13 @@ BLOCK = 1 << 16  # samples per read/write block of the mix and the second pass
 MAX_BATCH_FRAMES = 32768
 LONG_PIECE_BATCH_FRAMES = 16384
 LONG_PIECE_SECONDS = 20 * 60
+# Frames per block of the voices (``PianoSynth.synthesize_voices``). Each block's temporaries
+# grow with it (the voices sounding in it, each with its frames of partials), and while the
+# voices render the allocator keeps them for the next block instead of faulting them in afresh
+# (allocator.py): on a 59-minute piece, 256 frames peaked at 548 MB and 128 at 483 MB, so a long
+# piece takes the smaller blocks, at some speed (docs/speed.md).
+BLOCK_FRAMES = 256
+LONG_PIECE_BLOCK_FRAMES = 128
 
 
 class SynthesisError(RuntimeError):
@@ -486,13 +494,21 @@ class Synth:
         torch_threads = torch.get_num_threads()
         try:
             torch.set_num_threads(1)
-            for block in self.model.synthesize(
+            # the allocator's stages, where the process asked for them (allocator.py): the
+            # conditioning's batches until the first block, then the voices' blocks
+            allocator.for_batches()
+            long = len(x) > LONG_PIECE_SECONDS * fr
+            for i, block in enumerate(self.model.synthesize(
                 x, chunk_frames=chunk, context_frames=context, crossfade_frames=fade, workers=workers, notes=notes,
-                max_batch_frames=MAX_BATCH_FRAMES if len(x) <= LONG_PIECE_SECONDS * fr else LONG_PIECE_BATCH_FRAMES,
-            ):
+                max_batch_frames=LONG_PIECE_BATCH_FRAMES if long else MAX_BATCH_FRAMES,
+                block_frames=LONG_PIECE_BLOCK_FRAMES if long else BLOCK_FRAMES,
+            )):  # fmt: skip
+                if i == 0:
+                    allocator.for_blocks()
                 yield block.numpy()
         finally:
             torch.set_num_threads(torch_threads)
+            allocator.for_batches()
 
 
 VOICE_ROW_BYTES_PER_HOP_SAMPLE = 28  # voices decoder: bytes per (voice, frame) row per sample of hop (measured: docs/reliability.md)
@@ -525,7 +541,7 @@ def chunk_bytes(model, frames: int, notes, chunk_frames: int, context_frames: in
         np.add.at(alive, first, 1)
         np.add.at(alive, last, -1)
         alive = np.cumsum(alive)[:frames]  # (frames,) voices sounding in each frame
-        window = min(frames, workers * 256 + 2 * (dec.n_fft // hop + 2))  # synthesize_voices' blocks at once and margins
+        window = min(frames, workers * BLOCK_FRAMES + 2 * (dec.n_fft // hop + 2))  # synthesize_voices' blocks at once and margins
         sums = np.concatenate([[0], np.cumsum(alive)])
         rows = int((sums[window:] - sums[:-window]).max())
         return rows * VOICE_ROW_BYTES_PER_HOP_SAMPLE * hop

@@ -5,9 +5,13 @@
     python benchmarks/render_memory.py --minutes 59 --model fluidr3           # a shipped model by name
     python benchmarks/render_memory.py --minutes 59 --batch-frames 32768   # the encoder's batch, forced
     python benchmarks/render_memory.py --minutes 59 --glibc-default        # glibc's own mmap threshold
+    python benchmarks/render_memory.py --minutes 59 --one-stage            # 1 MiB for the whole render
+    python benchmarks/render_memory.py --minutes 59 --block-frames 256     # the voices' blocks, forced
 
 The process fixes glibc's mmap threshold first, as the command line does (``allocator.py``), unless
-``--glibc-default``.
+``--glibc-default``, and the render switches it from the batches' stage to the blocks' stage when
+the voices start, unless ``--one-stage`` (the batches' threshold throughout, as before the
+stages). It prints the render's CPU time, user and system: the system time is mostly page faults.
 
 Stages: importing torch, loading the model, reading the MIDI, the features, the note table, the
 voices decoder's conditioning (the encoder over the whole piece), the synthesis (the model's
@@ -42,6 +46,8 @@ def main() -> None:
     parser.add_argument("--sample-rate", type=int, default=None)
     parser.add_argument("--channels", type=int, default=None)
     parser.add_argument("--glibc-default", action="store_true", help="leave glibc's dynamic mmap threshold as it is")
+    parser.add_argument("--one-stage", action="store_true", help="keep the batches' 1 MiB threshold for the whole render")
+    parser.add_argument("--block-frames", type=int, default=None, help="the voices' block for every piece (default: synthesize's choice)")
     parser.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the shipped default, routed)")
     args = parser.parse_args()
     stage, samples = ["start"], []
@@ -66,6 +72,12 @@ def main() -> None:
 
     if args.batch_frames:
         synthesize.MAX_BATCH_FRAMES = synthesize.LONG_PIECE_BATCH_FRAMES = args.batch_frames
+    if args.block_frames:
+        synthesize.BLOCK_FRAMES = synthesize.LONG_PIECE_BLOCK_FRAMES = args.block_frames
+    if args.one_stage:
+        from pianosynth import allocator
+
+        allocator.for_blocks = lambda: False
     tmp = Path(tempfile.mkdtemp())
     write_midi(generate_piece(seed=0, bars=max(1, round(args.minutes * 60 / 2.5)), bpm=96.0), tmp / "piece.mid")
     stage[0] = "load"
@@ -96,17 +108,18 @@ def main() -> None:
         stage[0] = "second pass"
 
     synthesize.Synth.blocks = staged_blocks
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     result = synth.render_to_file(tmp / "piece.mid", tmp / "out.flac", sample_rate=args.sample_rate, channels=args.channels, bits="24")
-    elapsed = time.perf_counter() - t
+    elapsed, done = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
     stage[0] = "done"
     time.sleep(0.2)
     highest: dict[str, float] = collections.OrderedDict()
     for mb, name in samples:
         highest[name] = max(highest.get(name, 0.0), mb)
     print(f"{result.seconds / 60:.1f} min at {result.sample_rate} Hz, {result.channels} channel(s), 24-bit FLAC, "
-          f"rendered in {elapsed:.1f} s; encoder batch {args.batch_frames or 'default'}; "
-          f"mmap threshold {'glibc default' if args.glibc_default else 'fixed (allocator.py)'}")  # fmt: skip
+          f"rendered in {elapsed:.1f} s ({done.ru_utime - cpu.ru_utime:.1f} s user, {done.ru_stime - cpu.ru_stime:.1f} s system); "
+          f"encoder batch {args.batch_frames or 'default'}; voices' block {args.block_frames or 'default'}; mmap threshold "
+          f"{'glibc default' if args.glibc_default else 'fixed, one stage' if args.one_stage else 'fixed, two stages (allocator.py)'}")  # fmt: skip
     for name, mb in highest.items():
         print(f"  {name:14s} {mb:6.0f} MB")
     print(f"peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -70,7 +70,7 @@ LONG_PIECE_SECONDS = 20 * 60
 # Frames per block of the voices (``PianoSynth.synthesize_voices``). Each block's temporaries
 # grow with it (the voices sounding in it, each with its frames of partials), and while the
 # voices render the allocator keeps them for the next block instead of faulting them in afresh
-# (allocator.py): on a 59-minute piece, 256 frames peaked at 548 MB and 128 at 483 MB, so a long
+# (allocator.py): on a 59-minute piece, 256 frames peaked at 546 MB and 128 at 468 MB, so a long
 # piece takes the smaller blocks, at some speed (docs/speed.md).
 BLOCK_FRAMES = 256
 LONG_PIECE_BLOCK_FRAMES = 128

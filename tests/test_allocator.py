@@ -90,7 +90,7 @@ def test_the_blocks_stage_reuses_what_the_batches_stage_gives_back():
     batches, blocks = faults_in_stage("batches"), faults_in_stage("blocks")
     assert batches > pages // 2, batches  # each freed block went back, and the next one faulted in again
     assert blocks < pages // 8, blocks  # one block's pages, reused 64 times
-    assert faults_in_stage("none") >= 0  # a process that did not ask: the stages are no-ops (asserted inside)
+    faults_in_stage("none")  # a process that did not ask: the stages are no-ops (asserted in the child)
 
 
 def test_a_render_switches_from_batches_to_blocks_after_the_conditioning(monkeypatch):

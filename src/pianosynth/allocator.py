@@ -23,6 +23,7 @@ or call ``return_freed_memory`` itself to have both stages.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
@@ -34,23 +35,32 @@ BLOCKS_TRIM_THRESHOLD_BYTES = 64 << 20  # and up to 64 MiB of free top kept for 
 _opted_in = False  # whether this process asked for it (return_freed_memory); stages change nothing otherwise
 
 
-def _mallopt(option: int, value: int) -> bool:
+@functools.cache
+def _libc():
+    """The C library's ``mallopt`` and ``malloc_trim``, or None off Linux or where it has none."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(option, int(value)) == 1
+        return None
+    return libc
 
 
-def return_freed_memory(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Fixes glibc's mmap threshold at ``threshold`` bytes for this process, and lets
-    ``for_batches`` and ``for_blocks`` change it from then on. Returns whether the allocator took
-    it (False off Linux, or where the C library has no ``mallopt``)."""
+def _thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
+    """Fixes glibc's mmap and trim thresholds; whether it took both."""
+    libc = _libc()
+    return libc is not None and libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1 and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1
+
+
+def return_freed_memory() -> bool:
+    """Puts this process in the batches' stage (``for_batches``) and lets ``for_batches`` and
+    ``for_blocks`` change the allocator from then on. Returns whether the allocator took it (False
+    off Linux, or where the C library has no ``mallopt``)."""
     global _opted_in
-    _opted_in = _mallopt(M_MMAP_THRESHOLD, threshold)
+    _opted_in = _thresholds(MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES)
     return _opted_in
 
 
@@ -61,11 +71,8 @@ def for_batches() -> bool:
     (``return_freed_memory``). Returns whether it changed the allocator."""
     if not _opted_in:
         return False
-    ok = _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and _mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    try:
-        ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))  # the blocks' free memory, in every arena
-    except (OSError, AttributeError):
-        pass
+    ok = _thresholds(MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES)
+    _libc().malloc_trim(0)  # the blocks' free memory, in every arena
     return ok
 
 
@@ -75,6 +82,4 @@ def for_blocks() -> bool:
     touched page by page again (page faults: 83 s of system time for a 59-minute piece,
     docs/speed.md). Nothing unless the process asked (``return_freed_memory``). Returns whether
     it changed the allocator."""
-    if not _opted_in:
-        return False
-    return _mallopt(M_MMAP_THRESHOLD, BLOCKS_MMAP_THRESHOLD_BYTES) and _mallopt(M_TRIM_THRESHOLD, BLOCKS_TRIM_THRESHOLD_BYTES)
+    return _opted_in and _thresholds(BLOCKS_MMAP_THRESHOLD_BYTES, BLOCKS_TRIM_THRESHOLD_BYTES)

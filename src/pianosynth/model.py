@@ -210,14 +210,15 @@ class PianoSynth(nn.Module):
         (frames * hop_samples,).
 
         With the ``voices`` decoder, ``notes`` (the whole piece's note table, ``(notes, 4)``) is
-        required and ``synthesize_voices`` does the work, in blocks of ``block_frames``. With a learned room (``reverb``), the
-        blocks go through it in turn, each one's reverberation carried into the next.
+        required and ``synthesize_voices`` does the work, in blocks of ``block_frames``. With a
+        learned room (``reverb``), the blocks go through it in turn, each one's reverberation
+        carried into the next.
         """
         blocks = self._synthesize_dry(x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes, block_frames)
         yield from blocks if self.reverb is None else self.reverb.stream(blocks)
 
     @torch.no_grad()
-    def _synthesize_dry(self, x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes, block_frames=256):
+    def _synthesize_dry(self, x, chunk_frames, context_frames, crossfade_frames, batch_chunks, max_batch_frames, workers, notes, block_frames):
         """``synthesize`` before the room: the decoder's blocks."""
         if self.needs_notes:
             if notes is None:

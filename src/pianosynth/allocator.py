@@ -9,7 +9,7 @@ long piece are tens of MiB each, made and freed on several threads: with the dyn
 
 A threshold of 1 MiB everywhere has its own cost: the voices render block after block, each with
 temporaries of 1 to 16 MiB, and each one mapped afresh is faulted in page by page again. A
-59-minute piece spent 83 s of system time on it, and a 5-minute one 7 s (docs/speed.md). So a
+59-minute piece spent 60 s of system time on it, and a 5-minute one 7.5 s (docs/speed.md). So a
 render has two stages (``Synth.blocks``): the conditioning's batches (``for_batches``: 1 MiB, each
 freed batch goes back) and the voices' blocks (``for_blocks``: under 16 MiB from the heaps, kept
 for the next block).
@@ -79,7 +79,7 @@ def for_batches() -> bool:
 def for_blocks() -> bool:
     """Where a render makes blocks of a few sizes over and over (the voices, block after block):
     blocks under 16 MiB come from the heaps and are reused, since each block mapped afresh is
-    touched page by page again (page faults: 83 s of system time for a 59-minute piece,
+    touched page by page again (page faults: 60 s of system time for a 59-minute piece,
     docs/speed.md). Nothing unless the process asked (``return_freed_memory``). Returns whether
     it changed the allocator."""
     return _opted_in and _thresholds(BLOCKS_MMAP_THRESHOLD_BYTES, BLOCKS_TRIM_THRESHOLD_BYTES)

@@ -37,3 +37,10 @@ def test_set_overrides_and_base_chain(tmp_path):
 def test_stable_hash_depends_on_content_only():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def test_the_level_difference_loss_needs_a_stereo_reference():
+    with pytest.raises(ConfigError, match="train.loss.ild"):
+        load_config(None, ["train.loss={floored: 1.0, ild: 0.3}"])
+    cfg = load_config(ROOT / "configs" / "grand.yaml", ["train.loss={floored: 1.0, ild: 0.3}"])
+    assert cfg.train.loss == {"floored": 1.0, "ild": 0.3}

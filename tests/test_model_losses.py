@@ -313,3 +313,39 @@ def test_how_many_chunks_run_together_and_on_how_many_threads_does_not_change_th
     ]
     for y in outs[1:]:
         torch.testing.assert_close(y, outs[0], atol=1e-5, rtol=1e-4)
+
+
+def test_the_level_difference_term_is_the_published_error_in_nepers_and_teaches_the_image():
+    # "ild" in train.loss is evaluate's ild_db (one FFT size, one example) divided by 20 / ln 10;
+    # a stereo model's other terms still score each channel on its own, and descending the term
+    # alone moves a right channel's gain to the reference's level difference.
+    from pianosynth.losses import InterchannelLevelLoss, interchannel_level_error
+
+    torch.manual_seed(0)
+    left = 0.1 * torch.randn(1, 9600)
+    target = torch.stack([left, 0.5 * left + 0.02 * torch.randn(1, 9600)], dim=1)  # (1, 2, n)
+    pred = torch.stack([left, left], dim=1)
+    term = InterchannelLevelLoss((2048,))
+    expected = float(interchannel_level_error(pred, target, n_fft=2048)[0]) * math.log(10) / 20
+    assert float(term(pred, target)) == pytest.approx(expected, rel=1e-5)
+    assert float(term(target, target)) == 0.0
+
+    combo = WeightedLoss({"floored": 1.0, "ild": 0.5}, sample_rate=48000)
+    assert combo.terms["ild"].sizes == (1024, 2048, 4096)
+    flat = WeightedLoss({"floored": 1.0}, sample_rate=48000)
+    torch.testing.assert_close(
+        combo(pred, target), flat(pred.reshape(2, -1), target.reshape(2, -1)) + 0.5 * combo.terms["ild"](pred, target)
+    )
+    with pytest.raises(ValueError, match="stereo"):
+        combo(pred.reshape(2, -1), target.reshape(2, -1))
+
+    log_gain = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([log_gain], lr=0.05)
+    for _ in range(150):
+        out = torch.stack([left, torch.exp(log_gain) * left], dim=1)
+        loss = term(out, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert 20 * math.log10(math.exp(float(log_gain.detach()))) == pytest.approx(20 * math.log10(0.5), abs=1.0)
+    assert float(loss) < 0.5 * expected

@@ -39,7 +39,7 @@ LR_SCHEDULES = ("constant", "cosine")
 CELLS = ("gru", "lstm", "rnn")
 DECODERS = ("ddsp", "frames", "grand", "istft", "voices")
 WINDOWS = ("ola", "rect")
-LOSSES = ("complex", "floored", "l1", "logmag", "mrstft", "mse")
+LOSSES = ("complex", "floored", "ild", "l1", "logmag", "mrstft", "mse")
 MAX_HIDDEN = 4096  # hidden units per direction: 4096 is ~100M weights a layer pair, far past any use here
 
 
@@ -210,6 +210,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.render.source == "recorded" and self.features.channels != 1:
             raise ConfigError("features.channels must be 1 for render.source='recorded' (recordings are read as mono)")
+        if self.train.loss.get("ild", 0) > 0 and self.features.channels != 2:
+            raise ConfigError(f"train.loss.ild scores a stereo image: it needs features.channels 2, got {self.features.channels}")
         clock = NOTE_CLOCK_OF_SOURCE[self.render.source]
         if self.features.note_clock != clock:
             raise ConfigError(

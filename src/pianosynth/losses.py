@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 LOG_EPS = 1e-5
+METRIC_FLOOR_DB = -80.0  # the published floored MR-STFT's log floor, below a full-scale sinusoid's peak bin
 
 
 class STFTMag(nn.Module):
@@ -148,6 +149,34 @@ def per_channel_distance(distance: MultiResolutionSTFTDistance, pred: torch.Tens
     return distance(pred.reshape(b * c, n), target.reshape(b * c, n)).reshape(b, c).mean(dim=1)
 
 
+def _level_differences(
+    pred: torch.Tensor, target: torch.Tensor, n_fft: int, range_db: float, floor_db: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each STFT bin's inter-channel level difference error in dB, ``|ILD_pred - ILD_target|``,
+    and the mask of the bins one hears (see ``interchannel_level_error``).
+
+    pred, target: (batch, 2, samples) -> (batch, bins, frames) twice
+    """
+    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[1] != 2:
+        raise ValueError(f"expected two (batch, 2, samples) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    window = torch.hann_window(n_fft, periodic=True, device=pred.device, dtype=pred.dtype)
+    eps = 10 ** (floor_db / 20) * full_scale_peak(window)
+    b, _, n = pred.shape
+
+    def mag(y: torch.Tensor) -> torch.Tensor:
+        s = torch.stft(y.reshape(b * 2, n), n_fft, n_fft // 4, window=window, center=True, pad_mode="constant", return_complex=True)
+        return s.abs().reshape(b, 2, *s.shape[1:])  # (batch, 2, bins, frames)
+
+    p, t = mag(pred), mag(target)
+    p, t = p.clamp_min(eps), t.clamp_min(eps)
+    ild_p = 20 * torch.log10(p[:, 0] / p[:, 1])  # (batch, bins, frames)
+    ild_t = 20 * torch.log10(t[:, 0] / t[:, 1])
+    level = t.amax(dim=1)  # the target's louder channel, (batch, bins, frames)
+    peak = level.amax(dim=1, keepdim=True)  # each frame's peak bin, (batch, 1, frames)
+    heard = (level >= peak * 10 ** (-range_db / 20)) & (level > eps)
+    return (ild_p - ild_t).abs(), heard
+
+
 def interchannel_level_error(
     pred: torch.Tensor, target: torch.Tensor, n_fft: int = 2048, range_db: float = 60.0, floor_db: float = -80.0
 ) -> torch.Tensor:
@@ -169,26 +198,36 @@ def interchannel_level_error(
 
     pred, target: (batch, 2, samples) -> (batch,)
     """
-    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[1] != 2:
-        raise ValueError(f"expected two (batch, 2, samples) tensors of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    window = torch.hann_window(n_fft, periodic=True, device=pred.device, dtype=pred.dtype)
-    eps = 10 ** (floor_db / 20) * full_scale_peak(window)
-    b, _, n = pred.shape
-
-    def mag(y: torch.Tensor) -> torch.Tensor:
-        s = torch.stft(y.reshape(b * 2, n), n_fft, n_fft // 4, window=window, center=True, pad_mode="constant", return_complex=True)
-        return s.abs().reshape(b, 2, *s.shape[1:])  # (batch, 2, bins, frames)
-
-    p, t = mag(pred), mag(target)
-    p, t = p.clamp_min(eps), t.clamp_min(eps)
-    ild_p = 20 * torch.log10(p[:, 0] / p[:, 1])  # (batch, bins, frames)
-    ild_t = 20 * torch.log10(t[:, 0] / t[:, 1])
-    level = t.amax(dim=1)  # the target's louder channel, (batch, bins, frames)
-    peak = level.amax(dim=1, keepdim=True)  # each frame's peak bin, (batch, 1, frames)
-    heard = (level >= peak * 10 ** (-range_db / 20)) & (level > eps)
+    error, heard = _level_differences(pred, target, n_fft, range_db, floor_db)
     count = heard.sum(dim=(1, 2))
-    total = torch.where(heard, (ild_p - ild_t).abs(), torch.zeros_like(ild_p)).sum(dim=(1, 2))
+    total = torch.where(heard, error, torch.zeros_like(error)).sum(dim=(1, 2))
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+
+
+class InterchannelLevelLoss(nn.Module):
+    """The inter-channel level difference error that ``evaluate`` publishes, as a training term
+    for a stereo model (issue 19): the mean of ``|ILD_pred - ILD_target|`` over the heard bins of
+    the whole batch, in nepers (dB / 8.69, the scale of the log-magnitude terms), taken at each
+    of ``fft_sizes``. Per-channel spectral terms see each channel's error as a whole; this one
+    sees only what differs between the channels, the stereo image. A batch with no heard bin
+    (silence) gives 0.
+
+    pred, target: (batch, 2, samples) -> scalar
+    """
+
+    paired = True  # WeightedLoss hands it the channels together
+
+    def __init__(self, fft_sizes: tuple[int, ...] = (2048,), range_db: float = 60.0, floor_db: float = METRIC_FLOOR_DB):
+        super().__init__()
+        self.sizes, self.range_db, self.floor_db = fft_sizes, range_db, floor_db
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for n in self.sizes:
+            error, heard = _level_differences(pred, target, n, self.range_db, self.floor_db)
+            mean = torch.where(heard, error, torch.zeros_like(error)).sum() / heard.sum().clamp_min(1)
+            total = total + mean * (math.log(10) / 20)
+        return total / len(self.sizes)
 
 
 def log_spectral_distance(pred: torch.Tensor, target: torch.Tensor, n_fft: int = 2048) -> torch.Tensor:
@@ -249,9 +288,6 @@ class L1Loss(nn.Module):
         return torch.mean(torch.abs(pred - target))
 
 
-METRIC_FLOOR_DB = -80.0  # the published floored MR-STFT's log floor, below a full-scale sinusoid's peak bin
-
-
 class FlooredMRSTFTDistance(MultiResolutionSTFTDistance):
     """The MR-STFT distance with its log floor at ``METRIC_FLOOR_DB``: the floored MR-STFT that
     ``evaluate`` publishes, as a training term. Bins far below hearing count as equal, so the
@@ -268,13 +304,22 @@ LOSSES = {
     "mrstft": MultiResolutionSTFTDistance,
     "floored": FlooredMRSTFTDistance,
     "complex": ComplexSTFTLoss,
+    "ild": InterchannelLevelLoss,
 }
 
 
 # The terms whose denominators measure the target, and the option that floors them.
 FLOOR_OPTIONS = {"mrstft": "sc_floor_dbfs", "floored": "sc_floor_dbfs", "complex": "scale_floor_dbfs"}
 # The multi-resolution terms, whose FFT sizes follow the sample rate (fft_sizes_for).
-SIZED = ("mrstft", "floored", "complex")
+SIZED = ("mrstft", "floored", "complex", "ild")
+# Each term that takes (batch, channels, samples) whole has ``paired = True``; the others score
+# each channel on its own.
+
+
+def channels_as_batch(pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, channels, samples) -> (batch * channels, samples), so that every loss and distance
+    scores each channel of a stereo model on its own; mono (batch, samples) passes through."""
+    return pred.reshape(-1, pred.shape[-1]), y.reshape(-1, y.shape[-1])
 
 
 class WeightedLoss(nn.Module):
@@ -301,9 +346,18 @@ class WeightedLoss(nn.Module):
         self.last_terms: dict[str, float] = {}
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """pred, target: (batch, samples), or (batch, channels, samples): each channel is then
+        scored as its own example (``channels_as_batch``), except by the paired terms, which
+        take the channels together. -> scalar"""
+        flat = channels_as_batch(pred, target)
         total = 0.0
         for name, fn in self.terms.items():
-            value = fn(pred, target)
+            if getattr(fn, "paired", False):
+                if pred.dim() != 3 or pred.shape[1] != 2:
+                    raise ValueError(f"the loss term {name!r} needs a stereo model's (batch, 2, samples) output, got {tuple(pred.shape)}")
+                value = fn(pred, target)
+            else:
+                value = fn(*flat)
             self.last_terms[name] = float(value.detach())
             total = total + self.weights[name] * value
         return total

@@ -40,7 +40,7 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, mod
 from .config import Config, ConfigError, config_from_dict, stable_hash
 from .dataset import SPLIT_SOURCE, Cache, CacheError, CropDataset, collate
 from .fileio import atomic_write, remove_stale_temps
-from .losses import MultiResolutionSTFTDistance, WeightedLoss, fft_sizes_for, log_spectral_distance
+from .losses import MultiResolutionSTFTDistance, WeightedLoss, channels_as_batch, fft_sizes_for, log_spectral_distance
 from .model import PianoSynth, build_model
 
 # Training and its validation floor the denominators that measure the target (spectral
@@ -139,12 +139,6 @@ def forward(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
     if len(inputs) == 2:
         return model(inputs[0], None, inputs[1])
     return model(inputs[0])
-
-
-def channels_as_batch(pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch, channels, samples) -> (batch * channels, samples), so that every loss and distance
-    scores each channel of a stereo model on its own; mono (batch, samples) passes through."""
-    return pred.reshape(-1, pred.shape[-1]), y.reshape(-1, y.shape[-1])
 
 
 def _train_pieces(cache: Cache):
@@ -246,8 +240,9 @@ def validate(
     for first in range(0, len(data), batch):
         items = [data[i] for i in range(first, min(len(data), first + batch))]
         *inputs, y = (t.to(device) for t in collate(items))
-        pred, y = channels_as_batch(forward(model, inputs), y)
+        pred = forward(model, inputs)
         losses.append(float(criterion(pred, y)) * len(items))
+        pred, y = channels_as_batch(pred, y)
         dists += mrstft(pred, y).tolist()
         lsds += log_spectral_distance(pred, y).tolist()
     model.train()
@@ -433,7 +428,7 @@ def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, wo
             lr = learning_rate(tc, step, _max_over_ranks(elapsed(), world))  # one clock for every rank
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = criterion(*channels_as_batch(forward(ddp_model, inputs), y))
+            loss = criterion(forward(ddp_model, inputs), y)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {float(loss.detach())} at step {step + 1}; stopped. The last good checkpoint is "

@@ -326,3 +326,23 @@ def test_the_shipped_default_and_the_harpsichord_mix_across_rates_and_channels(t
     assert (result.sample_rate, result.channels) == (rate, channels) and result.audio.shape == expected.shape
     assert all(np.abs(a).max() > 1e-2 for a in played) and np.abs(expected).max() < 1  # each part heard, the mix unclipped
     np.testing.assert_allclose(result.audio, expected, rtol=0, atol=1e-6)
+
+
+def test_a_render_meters_with_numpys_blas_on_one_thread_and_gives_the_pool_back(piece, tmp_path, monkeypatch):
+    # The meter's small matrix products ran on OpenBLAS's own pool beside the model's workers
+    # (docs/speed.md); a render holds numpy's BLAS to one thread, and the caller's size returns after.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("numpy loaded no BLAS that threadpoolctl can see")
+    seen = []
+    add = LoudnessMeter.add
+    monkeypatch.setattr(LoudnessMeter, "add", lambda self, block: (seen.append(blas_threads()), add(self, block))[1])
+    with threadpool_limits(limits=2, user_api="blas"):
+        synth = pianosynth.load("fluidr3", threads=1)
+        synth.render_to_file(piece, tmp_path / "out.wav", force=True)
+        assert seen and all(counts == [1] * len(counts) for counts in seen)
+        assert blas_threads() == [2] * len(blas_threads())

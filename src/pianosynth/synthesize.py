@@ -438,7 +438,7 @@ class Synth:
             parts.append((synth, x, notes))
         sr = max(synth.sample_rate for synth, _, _ in parts)  # of the mix: no part loses its band
         out_sr = asked_sr if asked_sr is not None else sr
-        with tempfile.TemporaryDirectory(prefix="pianosynth-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="pianosynth-") as tmp, one_blas_thread():
             raw, mix_channels, meter = _mix_parts(parts, Path(tmp), sr, asked_channels, level.loudness_lufs is not None, chunk_seconds, context_seconds, progress)
             out_channels = asked_channels or mix_channels
             gain, warnings = choose_gain(level, meter.loudness(), meter.peak)
@@ -509,6 +509,18 @@ class Synth:
         finally:
             torch.set_num_threads(torch_threads)
             allocator.for_batches()
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on one thread; the pool's size is restored after.
+    A render holds it: the loudness meter's K-weighting is small matrix products
+    (``audio.BlockFilter``) in the main thread, beside the model's worker threads, and OpenBLAS
+    spread each product over a pool of its own threads, which then competed with the workers
+    for the cores (docs/speed.md, "numpy's BLAS on one thread"). threadpoolctl finds the BLAS
+    that numpy loaded, whichever it is."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 VOICE_ROW_BYTES_PER_HOP_SAMPLE = 28  # voices decoder: bytes per (voice, frame) row per sample of hop (measured: docs/reliability.md)

@@ -258,6 +258,29 @@ def test_rendering_imports_no_scipy_signal_matplotlib_partitura_or_starlette(pie
     assert (tmp_path / "x.flac").exists()
 
 
+def test_the_command_line_renders_without_loading_the_training_or_evaluation_stages(piece, tmp_path):
+    # cli.main catches every stage's error through their one base (errors.py), so a render no
+    # longer imports train, evaluate and dataset just to name their errors; a bad input still
+    # ends in one line and exit 1
+    code = textwrap.dedent(f"""
+        import sys
+        from pianosynth.cli import main
+        code = main(["synthesize", {str(piece)!r}, "-o", {str(tmp_path / "x.wav")!r}, "--threads", "1"])
+        stages = ("pianosynth.train", "pianosynth.evaluate", "pianosynth.dataset", "pianosynth.losses", "scipy", "tensorboard")
+        print(code, " ".join(sorted(m for m in sys.modules if m.startswith(stages))))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(SRC)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "0"
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"MThd not really")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pianosynth", "synthesize", str(bad), "-o", str(tmp_path / "y.wav")],
+        capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(SRC)},
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_a_stereo_48k_grand_checkpoint_renders_to_a_stereo_file(tmp_path, piece):
     """The grand decoder at two channels, (2, samples) blocks at 48 kHz, through the library:
     a stereo file at the model's rate, channels that differ, the level reported the file's; and

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import PianosynthError
+
 # The default level: EBU R128's -23 LUFS under a -1 dBFS sample-peak ceiling. The reference renders
 # of ASAP pieces have a peak 17 to 27 dB above their loudness (median 21 dB, measured by
 # benchmarks/loudness.py), so -23 LUFS leaves most pieces under the ceiling without a limiter,
@@ -34,7 +36,7 @@ FORMATS = {
 BITS = ("16", "24", "float")
 
 
-class OutputError(ValueError):
+class OutputError(PianosynthError, ValueError):
     """An output option that cannot be honoured (unknown format, bad rate, bad level)."""
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PianosynthError
+
 MIDI_SUFFIXES = (".mid", ".midi")
 # Scores found in folders; a plain .xml is read only when named, as a folder may hold other XML
 FOLDER_SCORE_SUFFIXES = (".musicxml", ".mxl", ".mei", ".krn", ".kern")
 
 
-class BatchError(ValueError):
+class BatchError(PianosynthError, ValueError):
     """The inputs cannot be planned: missing, no MIDI in a folder, two inputs for one output."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import PianosynthError
 from .config import Config, ConfigError, config_from_dict
 from .fileio import atomic_write
 from .model import PianoSynth, build_model
@@ -27,7 +28,7 @@ CHECKPOINT_FORMAT = 1
 SLIM_KEYS = ("format", "version", "config", "model", "step", "best_valid", "elapsed_s")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PianosynthError, RuntimeError):
     """A file is not a loadable pianosynth checkpoint: missing, foreign, damaged, unsafe to
     unpickle, or holding a config or weights this version cannot build."""
 

@@ -281,17 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return_freed_memory()  # a long render's freed batches go back to the system (allocator.py)
 
-    from .audio import OutputError
-    from .batch import BatchError
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .dataset import CacheError
-    from .midi import MidiError
-    from .registry import RegistryError
-    from .render import RenderError
-    from .evaluate import EvaluationError
-    from .synthesize import SynthesisError
-    from .train import TrainingError
+    from .errors import PianosynthError  # every stage's error, without importing the stages (errors.py)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     previous_term = signal.signal(signal.SIGTERM, _terminate)
@@ -306,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UserError, CheckpointError, ConfigError, MidiError, RenderError, CacheError, SynthesisError, TrainingError, EvaluationError, OutputError, BatchError, RegistryError) as e:
+    except (UserError, PianosynthError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

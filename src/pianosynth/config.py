@@ -17,6 +17,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from .errors import PianosynthError
+
 SUPPORTED_SAMPLE_RATES = (16000, 22050, 24000, 44100, 48000)
 SUPPORTED_CHANNELS = (1, 2)  # mono, or the stereo of a reference that has it (issue 18: the grand)
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -43,7 +45,7 @@ LOSSES = ("complex", "floored", "ild", "l1", "logmag", "mrstft", "mse")
 MAX_HIDDEN = 4096  # hidden units per direction: 4096 is ~100M weights a layer pair, far past any use here
 
 
-class ConfigError(ValueError):
+class ConfigError(PianosynthError, ValueError):
     """A configuration file or ``--set`` override that does not fit the schema."""
 
 

@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .errors import PianosynthError
 from .config import Config, FeatureConfig, RenderConfig, config_from_dict, stable_hash
 from .fileio import atomic_write, file_sha1, remove_stale_temps
 from .features import NOTE_COLUMNS, check_alignment, compute_features, compute_notes, dequantize, n_frames_for, quantize
@@ -56,7 +57,7 @@ MANIFEST = "manifest.json"
 CACHE_VERSION = 1  # bump when the stored layout changes, so old caches are not misread
 
 
-class CacheError(RuntimeError):
+class CacheError(PianosynthError, RuntimeError):
     """A cache folder that is missing, incomplete or of another version."""
 
 

@@ -56,6 +56,7 @@ import numpy as np
 import pretty_midi
 import torch
 
+from .errors import PianosynthError
 from .config import DEFAULT_SOUNDFONT, FeatureConfig, RenderConfig
 from .dataset import Cache
 from .features import compute_features, compute_notes
@@ -80,7 +81,7 @@ STEREO_METRICS = ("mrstft_floor80_lr", "mrstft_floor80_mid", "ild_db", "loudness
 ILD_RANGE_DB = 60.0  # ild_db counts the bins within this range of their frame's peak
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(PianosynthError, RuntimeError):
     """The evaluation cannot run as asked (no such split, no source MIDI, missing tool)."""
 
 

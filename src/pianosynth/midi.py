@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import PianosynthError
+
 LOWEST_KEY = 21  # A0, MIDI note number of the lowest piano key
 HIGHEST_KEY = 108  # C8
 N_KEYS = HIGHEST_KEY - LOWEST_KEY + 1  # 88
@@ -30,7 +32,7 @@ def _number(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:,g}"
 
 
-class MidiError(ValueError):
+class MidiError(PianosynthError, ValueError):
     """A MIDI file that cannot be used: unreadable, empty or without pitched notes."""
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .errors import PianosynthError
 from .fileio import atomic_write, file_sha1, replacing
 
 MODELS_DIR_ENV = "PIANOSYNTH_MODELS_DIR"  # another folder of shipped models (tests, a user's own set)
@@ -43,7 +44,7 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 FIGURES = ("mrstft", "loudness_r", "note_f1")  # from evaluate's summary: the means over clips
 
 
-class RegistryError(ValueError):
+class RegistryError(PianosynthError, ValueError):
     """A model name, an index or an evaluation that cannot be used as asked."""
 
 

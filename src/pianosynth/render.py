@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .errors import PianosynthError
 from .config import FeatureConfig, RenderConfig
 from .midi import Performance, write_midi
 
 
-class RenderError(RuntimeError):
+class RenderError(PianosynthError, RuntimeError):
     """The renderer (FluidSynth, sfizz) or its instrument is missing, or the renderer failed."""
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from .errors import PianosynthError
 from . import allocator
 from .audio import (
     DEFAULT_LOUDNESS_LUFS,
@@ -76,7 +77,7 @@ BLOCK_FRAMES = 256
 LONG_PIECE_BLOCK_FRAMES = 128
 
 
-class SynthesisError(RuntimeError):
+class SynthesisError(PianosynthError, RuntimeError):
     """The output cannot be written as asked (exists, unknown format, no model)."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import yaml
 
+from .errors import PianosynthError
 from . import __version__
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_from_dict, stable_hash
@@ -50,7 +51,7 @@ from .model import PianoSynth, build_model
 LOSS_FLOOR_DBFS = -60.0
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PianosynthError, RuntimeError):
     """Training cannot go on: a non-finite loss, or a run folder that does not fit."""
 
 

@@ -160,6 +160,27 @@ def test_sfizz_note_starts_at_its_sample_the_note_clock(sfizz_grand):
     np.testing.assert_array_equal(mono, y.mean(axis=1, dtype=np.float32))
 
 
+@pytest.mark.parametrize("value", [1, 30, 63])
+def test_sfizz_holds_a_note_under_a_pedal_from_1_of_127_and_the_note_table_follows_it(sfizz_grand, value):
+    # sfizz's pedal rule is not FluidSynth's: any sustain value from 1 of 127 holds the dampers off,
+    # as fully as 127; so on sfizz's clock the note table releases at the pedal-up, not the note-off
+    # (FluidSynth's rule, from 64, still releases at the note-off)
+    def played(level: float | None) -> tuple[np.ndarray, Performance]:
+        pedals = {} if level is None else {"sustain": PedalCurve(np.array([0.01, 0.4]), np.array([level, 0.0]))}
+        perf = _perf([Note(pitch=60, start_s=0.02, end_s=0.03, velocity=100)], pedals)
+        return render(perf, SFIZZ, STEREO, SR // 2), perf
+
+    held, perf = played(value / 127)
+    full, _ = played(1.0)
+    free, _ = played(None)
+    after = slice(int(0.08 * SR), int(0.115 * SR))  # after the note-off (the tiny samples last 0.1 s)
+    np.testing.assert_array_equal(held, full)
+    assert np.abs(held[after]).max() > 1.5 * np.abs(free[after]).max()  # free: the 1-s release, -78 dB/s
+    assert compute_notes(perf, STEREO, SR // 2)[0, 3] == round(0.4 * SR)  # released at the pedal-up
+    fluid = FeatureConfig(sample_rate=SR)
+    assert compute_notes(perf, fluid, SR // 2)[0, 3] == compute_notes(_perf(perf.notes), fluid, SR // 2)[0, 3]
+
+
 def test_sfizz_waveform_hardly_depends_on_the_block_phase(sfizz_grand):
     """A note started at sample 5000 + d is the note started at 5000, shifted by d samples, except
     within its first block: sfizz steps a starting voice's gain once per block. Measured with this

@@ -162,3 +162,48 @@ def test_cli_prepare_reference_grand_and_fetch_grand_check(tiny_grand_dir, tmp_p
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "fetch-grand" in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_note_tables_of_an_older_rule_are_refused_and_rewritten_without_a_render(grand_env, tmp_path, monkeypatch):
+    # sfizz's note tables changed rule (its own pedal rule, features.NOTE_RULE): a cache made
+    # before says so when loaded, and prepare rewrites only the tables, keeping the audio
+    from pianosynth import dataset
+    from pianosynth.midi import PedalCurve, write_midi
+
+    midi = _midi(tmp_path / "midi", count=2)
+    perf = read_midi(midi / sorted(p.name for p in midi.glob("*.mid"))[0])
+    perf.pedals["sustain"] = PedalCurve(np.array([0.0, perf.end_s / 2]), np.array([30 / 127, 0.0]))  # half down: sfizz holds
+    write_midi(perf, midi / "pedal.mid")
+    sources = find_sources(midi)
+    cache_dir = prepare(sources, tmp_path / "cache", GRAND, name="g")
+    pieces = cache_dir / "pieces"
+    for record_path in pieces.glob("*.json"):  # as an older prepare left them: rule 1, FluidSynth's pedal
+        rec = json.loads(record_path.read_text())
+        del rec["note_rule"]
+        old = compute_notes(read_midi(midi / rec["file"]), dataset.FeatureConfig(sample_rate=48000, hop_samples=768), rec["frames"] * 768)
+        np.save(pieces / f"{rec['id']}.notes.npy", old)
+        rec["arrays"]["notes"]["shape"] = list(old.shape)
+        record_path.write_text(json.dumps(rec))
+    old_manifest = json.loads((cache_dir / "manifest.json").read_text())
+    for rec in old_manifest["pieces"]:
+        del rec["note_rule"]
+    (cache_dir / "manifest.json").write_text(json.dumps(old_manifest))
+    cache = Cache(cache_dir)
+    with pytest.raises(CacheError, match="older rule.*run prepare again"):
+        cache.load_notes(cache.pieces[0])
+
+    audio_times = {p.name: p.stat().st_mtime_ns for p in pieces.glob("*.audio.npy")}
+    import pianosynth.render
+
+    monkeypatch.setattr(pianosynth.render, "render", lambda *a, **k: pytest.fail("prepare re-rendered a finished piece"))
+    assert prepare(sources, tmp_path / "cache", GRAND, name="g", verify=True) == cache_dir
+    again = Cache(cache_dir)
+    assert again.check_arrays(verify=True) == []
+    assert {p.name: p.stat().st_mtime_ns for p in pieces.glob("*.audio.npy")} == audio_times
+    held = 0
+    for piece in again.pieces:
+        notes = again.load_notes(piece)
+        np.testing.assert_array_equal(notes, compute_notes(read_midi(midi / piece["file"]), GRAND.features, piece["frames"] * 768))
+        old = compute_notes(read_midi(midi / piece["file"]), dataset.FeatureConfig(sample_rate=48000, hop_samples=768), piece["frames"] * 768)
+        held += int((notes[:, 3] > old[:, 3]).sum())
+    assert held > 0  # the half-down pedal now holds notes that the old table released

@@ -41,7 +41,7 @@ import numpy as np
 from .errors import PianosynthError
 from .config import Config, FeatureConfig, RenderConfig, config_from_dict, stable_hash
 from .fileio import atomic_write, file_sha1, remove_stale_temps
-from .features import NOTE_COLUMNS, check_alignment, compute_features, compute_notes, dequantize, n_frames_for, quantize
+from .features import NOTE_COLUMNS, check_alignment, compute_features, compute_notes, dequantize, n_frames_for, note_rule, quantize
 from .midi import MAX_SECONDS, MidiError, read_midi
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ def prepare_piece(
     from .render import RenderLimitError, render, to_int16
 
     pid = piece_id(src.rel)
-    record = {"id": pid, "file": src.rel, "split": src.split, "max_seconds": max_seconds}
+    record = {"id": pid, "file": src.rel, "split": src.split, "max_seconds": max_seconds, "note_rule": note_rule(features)}
 
     def skip(e: Exception) -> dict:
         record["skipped"] = str(e).replace(str(src.path), src.rel)
@@ -340,10 +340,24 @@ def prepare_piece(
 
 
 def add_note_table(src: SourceFile, record: dict, pieces_dir: Path, features: FeatureConfig) -> None:
-    """Writes the note table of a piece finished before caches held note tables (no re-render)."""
-    perf = read_midi(src.path)
+    """Writes the note table of a piece finished before caches held note tables, or under an
+    older rule (``features.NOTE_RULE``), from its MIDI file: no re-render. A record that lists
+    its arrays gets the new table's shape and hash, and the rule; it is saved last."""
+    perf = read_midi(src.path, max_seconds=record.get("max_seconds", MAX_SECONDS))
     n_samples = record["frames"] * features.hop_samples
-    _save_npy(pieces_dir / f"{record['id']}.notes.npy", compute_notes(perf, features, n_samples))
+    path = pieces_dir / f"{record['id']}.notes.npy"
+    notes = compute_notes(perf, features, n_samples)
+    _save_npy(path, notes)
+    if "arrays" in record:
+        record["arrays"]["notes"] = {"shape": list(notes.shape), "dtype": notes.dtype.str, "sha1": file_sha1(path)}
+    record["note_rule"] = note_rule(features)
+    save_json(pieces_dir / f"{record['id']}.json", record)
+
+
+def stale_notes(record: dict, features: FeatureConfig) -> bool:
+    """Whether a finished piece's note table was made under an older rule than this code's
+    (records from before the rule was kept are of rule 1)."""
+    return record.get("note_rule", 1) != note_rule(features)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -474,8 +488,8 @@ def prepare(
         if rec is not None and "skipped" in rec and rec.get("max_seconds", MAX_SECONDS) != max_seconds:
             rec = None  # skipped under another length limit: try again under this one
         if rec is not None and "skipped" not in rec:
-            if "arrays" not in rec and not (pieces_dir / f"{rec['id']}.notes.npy").is_file():
-                add_note_table(src, rec, pieces_dir, cfg.features)  # a cache from before note tables
+            if ("arrays" not in rec and not (pieces_dir / f"{rec['id']}.notes.npy").is_file()) or stale_notes(rec, cfg.features):
+                add_note_table(src, rec, pieces_dir, cfg.features)  # a cache from before note tables, or their rule
             problem = check_piece_arrays(pieces_dir, rec, cfg.features, verify=verify)
             if not problem and verify and rec.get("audio_sha1") and src.audio is not None and src.audio.is_file():
                 if file_sha1(src.audio) != rec["audio_sha1"]:  # the recording changed since
@@ -619,6 +633,11 @@ class Cache:
         path = self.dir / "pieces" / f"{piece['id']}.notes.npy"
         if not path.is_file():
             raise CacheError(f"{self.dir}: no note table for {piece['file']}; run prepare again to add them")
+        if stale_notes(piece, self.features):
+            raise CacheError(
+                f"{self.dir}: the note table of {piece['file']} follows an older rule (note_rule {piece.get('note_rule', 1)}, "
+                f"now {note_rule(self.features)}); run prepare again: it rewrites the tables and keeps the audio"
+            )
         return np.load(path)
 
     def summary(self) -> dict:

@@ -173,13 +173,30 @@ def _clock(cfg: FeatureConfig):
     return event_ticks, (lambda t: note_samples(t, cfg.sample_rate))
 
 
-def _pedal_down(curve, to_times) -> tuple[np.ndarray, np.ndarray]:
-    """A pedal as (clock times of its changes, down after each change) with FluidSynth's rule
-    that a value of 64/127 or more is down; repeated states are dropped."""
+# Each reference's pedal rule: the pedal value (0..1) from which it holds the dampers off, per note
+# clock. FluidSynth: 64 of 127. sfizz: 1 of 127 (its sustain_lo and sostenuto_lo default to 1, and
+# a pedal at 1 holds a note as fully as one at 127: measured, docs/grand.md); the controller value
+# it is sent is round(value * 127) (render.sfizz_events), so a value above 0.5/127 holds.
+PEDAL_DOWN_FROM = {"fluidsynth": 64 / 127 - 1e-9, "sfizz": 0.5 / 127 + 1e-9}
+# The version of the note table's rule, per clock. A cache records it per piece; ``prepare`` rewrites
+# the tables of an older rule (no re-render) and ``Cache.load_notes`` refuses them. sfizz's 2: its
+# own pedal rule instead of FluidSynth's (before, a pedal between 1 and 63 released the notes that
+# sfizz held, 12% of the time in 20 ASAP performances).
+NOTE_RULE = {"fluidsynth": 1, "sfizz": 2}
+
+
+def note_rule(cfg: FeatureConfig) -> int:
+    """The version of the rule by which ``compute_notes`` makes this config's note tables."""
+    return NOTE_RULE[cfg.note_clock]
+
+
+def _pedal_down(curve, to_times, down_from: float) -> tuple[np.ndarray, np.ndarray]:
+    """A pedal as (clock times of its changes, down after each change), down from the value
+    ``down_from`` (``PEDAL_DOWN_FROM``, the reference's rule); repeated states are dropped."""
     if curve is None or len(curve.times_s) == 0:
         return np.zeros(0, np.int64), np.zeros(0, bool)
     t = to_times(curve.times_s)
-    down = np.asarray(curve.values) >= 64 / 127 - 1e-9
+    down = np.asarray(curve.values) >= down_from
     keep = np.ones(len(t), bool)
     keep[1:] = down[1:] != down[:-1]
     keep[0] = down[0]  # the pedal starts up, so a first "up" changes nothing
@@ -197,7 +214,9 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
     - the note-off;
     - later, if the sustain pedal is down at the note-off (until it goes up), or if the key was
       down when the sostenuto pedal went down (until the sostenuto goes up), whichever holds
-      longer; at equal ticks controllers act first, as midi.write_midi orders them;
+      longer; at equal ticks controllers act first, as midi.write_midi orders them. A pedal is
+      down by the reference's rule (``PEDAL_DOWN_FROM``): from 64/127 for FluidSynth, from 1/127
+      for sfizz;
     - earlier, at the key's next onset: a re-struck key releases its previous voice.
 
     A note never released (a pedal held to the end) is released at ``n_samples`` if given.
@@ -218,8 +237,9 @@ def compute_notes(perf: Performance, cfg: FeatureConfig, n_samples: int | None =
     on = to_times([n.start_s for n in perf.notes])  # ticks (FluidSynth) or samples (sfizz)
     off = to_times([n.end_s for n in perf.notes])
     never = np.iinfo(np.int64).max // 4
-    sus_t, sus_down = _pedal_down(perf.pedals.get("sustain"), to_times)
-    sos_t, sos_down = _pedal_down(perf.pedals.get("sostenuto"), to_times)
+    down_from = PEDAL_DOWN_FROM[cfg.note_clock]
+    sus_t, sus_down = _pedal_down(perf.pedals.get("sustain"), to_times, down_from)
+    sos_t, sos_down = _pedal_down(perf.pedals.get("sostenuto"), to_times, down_from)
 
     def next_up(times: np.ndarray, down: np.ndarray, t: np.ndarray) -> np.ndarray:
         """For each tick t: if the pedal is down at t, the tick it next goes up (else t)."""

@@ -180,8 +180,9 @@ def _clock(cfg: FeatureConfig):
 PEDAL_DOWN_FROM = {"fluidsynth": 64 / 127 - 1e-9, "sfizz": 0.5 / 127 + 1e-9}
 # The version of the note table's rule, per clock. A cache records it per piece; ``prepare`` rewrites
 # the tables of an older rule (no re-render) and ``Cache.load_notes`` refuses them. sfizz's 2: its
-# own pedal rule instead of FluidSynth's (before, a pedal between 1 and 63 released the notes that
-# sfizz held, 12% of the time in 20 ASAP performances).
+# own pedal rule instead of FluidSynth's: before, a pedal between 1 and 63 released the notes that
+# sfizz held (14% of the time on the grand's train split, and 42% of its notes' releases moved,
+# 1.2 s later on average: benchmarks/pedal_rule.py, docs/grand.md).
 NOTE_RULE = {"fluidsynth": 1, "sfizz": 2}
 
 

@@ -7,11 +7,14 @@
     python benchmarks/render_memory.py --minutes 59 --glibc-default        # glibc's own mmap threshold
     python benchmarks/render_memory.py --minutes 59 --one-stage            # 1 MiB for the whole render
     python benchmarks/render_memory.py --minutes 59 --block-frames 256     # the voices' blocks, forced
+    python benchmarks/render_memory.py --minutes 5 --blas-pool             # numpy's BLAS on its own pool
 
 The process fixes glibc's mmap threshold first, as the command line does (``allocator.py``), unless
 ``--glibc-default``, and the render switches it from the batches' stage to the blocks' stage when
 the voices start, unless ``--one-stage`` (the batches' threshold throughout, as before the
-stages). It prints the render's CPU time, user and system: the system time is mostly page faults.
+stages). A render holds numpy's BLAS to one thread (``synthesize.one_blas_thread``) unless
+``--blas-pool``, which leaves OpenBLAS's pool as the process has it (as before that change). It
+prints the render's CPU time, user and system: the system time is mostly page faults.
 
 Stages: importing torch, loading the model, reading the MIDI, the features, the note table, the
 voices decoder's conditioning (the encoder over the whole piece), the synthesis (the model's
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("--glibc-default", action="store_true", help="leave glibc's dynamic mmap threshold as it is")
     parser.add_argument("--one-stage", action="store_true", help="keep the batches' 1 MiB threshold for the whole render")
     parser.add_argument("--block-frames", type=int, default=None, help="the voices' block for every piece (default: synthesize's choice)")
+    parser.add_argument("--blas-pool", action="store_true", help="leave numpy's BLAS on its own thread pool during the render")
     parser.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the shipped default, routed)")
     args = parser.parse_args()
     stage, samples = ["start"], []
@@ -78,6 +82,10 @@ def main() -> None:
         from pianosynth import allocator
 
         allocator.for_blocks = lambda: False
+    if args.blas_pool:
+        import contextlib
+
+        synthesize.one_blas_thread = contextlib.nullcontext
     tmp = Path(tempfile.mkdtemp())
     write_midi(generate_piece(seed=0, bars=max(1, round(args.minutes * 60 / 2.5)), bpm=96.0), tmp / "piece.mid")
     stage[0] = "load"
@@ -119,7 +127,8 @@ def main() -> None:
     print(f"{result.seconds / 60:.1f} min at {result.sample_rate} Hz, {result.channels} channel(s), 24-bit FLAC, "
           f"rendered in {elapsed:.1f} s ({done.ru_utime - cpu.ru_utime:.1f} s user, {done.ru_stime - cpu.ru_stime:.1f} s system); "
           f"encoder batch {args.batch_frames or 'default'}; voices' block {args.block_frames or 'default'}; mmap threshold "
-          f"{'glibc default' if args.glibc_default else 'fixed, one stage' if args.one_stage else 'fixed, two stages (allocator.py)'}")  # fmt: skip
+          f"{'glibc default' if args.glibc_default else 'fixed, one stage' if args.one_stage else 'fixed, two stages (allocator.py)'}; "
+          f"numpy's BLAS {'on its own pool' if args.blas_pool else 'on one thread'}")  # fmt: skip
     for name, mb in highest.items():
         print(f"  {name:14s} {mb:6.0f} MB")
     print(f"peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

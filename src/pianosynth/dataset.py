@@ -323,10 +323,7 @@ def prepare_piece(
     for kind, array in arrays.items():
         _save_npy(pieces_dir / f"{pid}.{kind}.npy", array)
     # what check_arrays compares the files with; the hash is checked by prepare --verify
-    record["arrays"] = {
-        kind: {"shape": list(a.shape), "dtype": a.dtype.str, "sha1": file_sha1(pieces_dir / f"{pid}.{kind}.npy")}
-        for kind, a in arrays.items()
-    }
+    record["arrays"] = {kind: _array_entry(pieces_dir / f"{pid}.{kind}.npy", a) for kind, a in arrays.items()}
     record.update(
         frames=int(n_frames),
         seconds=n_samples / features.sample_rate,
@@ -339,6 +336,12 @@ def prepare_piece(
     return record
 
 
+def _array_entry(path: Path, array: np.ndarray) -> dict:
+    """What a record holds of one saved array, for ``check_piece_arrays``: shape, dtype and the
+    file's hash (checked by prepare --verify)."""
+    return {"shape": list(array.shape), "dtype": array.dtype.str, "sha1": file_sha1(path)}
+
+
 def add_note_table(src: SourceFile, record: dict, pieces_dir: Path, features: FeatureConfig) -> None:
     """Writes the note table of a piece finished before caches held note tables, or under an
     older rule (``features.NOTE_RULE``), from its MIDI file: no re-render. A record that lists
@@ -349,7 +352,7 @@ def add_note_table(src: SourceFile, record: dict, pieces_dir: Path, features: Fe
     notes = compute_notes(perf, features, n_samples)
     _save_npy(path, notes)
     if "arrays" in record:
-        record["arrays"]["notes"] = {"shape": list(notes.shape), "dtype": notes.dtype.str, "sha1": file_sha1(path)}
+        record["arrays"]["notes"] = _array_entry(path, notes)
     record["note_rule"] = note_rule(features)
     save_json(pieces_dir / f"{record['id']}.json", record)
 

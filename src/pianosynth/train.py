@@ -277,11 +277,11 @@ def train(
 
 def _train(cfg, cache_dir, runs_root, name, run_dir, restart, reporter, rank, world, device) -> TrainResult:
     cache = Cache(cache_dir)
-    loss = dict(cfg.train.loss)
-    if cache.features.channels != 2 and loss.pop("ild", 0):
+    terms = dict(cfg.train.loss)
+    if cache.features.channels != 2 and terms.pop("ild", 0):
         # a stereo recipe (the shipped grand's, taken when no recipe is named) on a mono cache
         reporter.message("train.loss.ild left out: the cache is mono, and one channel has no stereo image")
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss=loss))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss=terms))
     # The cache decides the features and the reference sound; the run records them.
     cfg = dataclasses.replace(cfg, features=cache.features, render=cache.render)
     tc = cfg.train

@@ -8,13 +8,17 @@
     python benchmarks/render_memory.py --minutes 59 --one-stage            # 1 MiB for the whole render
     python benchmarks/render_memory.py --minutes 59 --block-frames 256     # the voices' blocks, forced
     python benchmarks/render_memory.py --minutes 5 --blas-pool             # numpy's BLAS on its own pool
+    python benchmarks/render_memory.py --minutes 59 --mix-in-batches       # the passes over the mix in the batches' stage
 
 The process fixes glibc's mmap threshold first, as the command line does (``allocator.py``), unless
 ``--glibc-default``, and the render switches it from the batches' stage to the blocks' stage when
 the voices start, unless ``--one-stage`` (the batches' threshold throughout, as before the
 stages). A render holds numpy's BLAS to one thread (``synthesize.one_blas_thread``) unless
-``--blas-pool``, which leaves OpenBLAS's pool as the process has it (as before that change). It
-prints the render's CPU time, user and system: the system time is mostly page faults.
+``--blas-pool``, which leaves OpenBLAS's pool as the process has it (as before that change). The
+passes over the mix after the model (resampling, summing parts, the gain as the file is written)
+run in the blocks' stage (``allocator.streaming``) unless ``--mix-in-batches`` (as before). It
+prints the render's CPU time, user and system (the system time is mostly page faults), and the
+synthesis's and the second pass's own wall, user and system seconds.
 
 Stages: importing torch, loading the model, reading the MIDI, the features, the note table, the
 voices decoder's conditioning (the encoder over the whole piece), the synthesis (the model's
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("--one-stage", action="store_true", help="keep the batches' 1 MiB threshold for the whole render")
     parser.add_argument("--block-frames", type=int, default=None, help="the voices' block for every piece (default: synthesize's choice)")
     parser.add_argument("--blas-pool", action="store_true", help="leave numpy's BLAS on its own thread pool during the render")
+    parser.add_argument("--mix-in-batches", action="store_true", help="run the passes over the mix in the batches' stage (as before)")
     parser.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the shipped default, routed)")
     args = parser.parse_args()
     stage, samples = ["start"], []
@@ -82,6 +87,12 @@ def main() -> None:
         from pianosynth import allocator
 
         allocator.for_blocks = lambda: False
+    if args.mix_in_batches:
+        import contextlib
+
+        from pianosynth import allocator
+
+        allocator.streaming = contextlib.nullcontext
     if args.blas_pool:
         import contextlib
 
@@ -110,15 +121,20 @@ def main() -> None:
     labelled(model_module.PianoSynth, "conditioning", "conditioning")
     blocks = synthesize.Synth.blocks
 
+    marks: dict[str, tuple[float, resource.struct_rusage]] = {}  # when each timed stage began
+
     def staged_blocks(self, *a, **k):
         stage[0] = "synthesis"
+        marks["synthesis"] = (time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF))
         yield from blocks(self, *a, **k)
         stage[0] = "second pass"
+        marks["second pass"] = (time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF))
 
     synthesize.Synth.blocks = staged_blocks
     t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     result = synth.render_to_file(tmp / "piece.mid", tmp / "out.flac", sample_rate=args.sample_rate, channels=args.channels, bits="24")
     elapsed, done = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+    marks["done"] = (time.perf_counter(), done)
     stage[0] = "done"
     time.sleep(0.2)
     highest: dict[str, float] = collections.OrderedDict()
@@ -128,9 +144,14 @@ def main() -> None:
           f"rendered in {elapsed:.1f} s ({done.ru_utime - cpu.ru_utime:.1f} s user, {done.ru_stime - cpu.ru_stime:.1f} s system); "
           f"encoder batch {args.batch_frames or 'default'}; voices' block {args.block_frames or 'default'}; mmap threshold "
           f"{'glibc default' if args.glibc_default else 'fixed, one stage' if args.one_stage else 'fixed, two stages (allocator.py)'}; "
-          f"numpy's BLAS {'on its own pool' if args.blas_pool else 'on one thread'}")  # fmt: skip
+          f"numpy's BLAS {'on its own pool' if args.blas_pool else 'on one thread'}; passes over the mix in the "
+          f"{'batches' if args.mix_in_batches else 'blocks'}' stage")  # fmt: skip
     for name, mb in highest.items():
         print(f"  {name:14s} {mb:6.0f} MB")
+    for name, following in (("synthesis", "second pass"), ("second pass", "done")):
+        if name in marks and following in marks:
+            (t0, r0), (t1, r1) = marks[name], marks[following]
+            print(f"  {name}: {t1 - t0:.2f} s wall, {r1.ru_utime - r0.ru_utime:.2f} s user, {r1.ru_stime - r0.ru_stime:.2f} s system")
     print(f"peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -117,6 +117,25 @@ def test_a_meters_loudness_at_a_gain_is_that_of_the_scaled_audio():
     assert math.isnan(LoudnessMeter(sr, weighting=False).loudness(2.0))
 
 
+def test_a_meter_reads_the_same_whatever_size_of_piece_it_weights_at_a_time():
+    """``LoudnessMeter.add`` K-weights a long block in pieces of ``SLICE`` numbers (a cache-sized
+    working set, docs/speed.md): blocks longer than a piece, cut anywhere, read as one whole pass."""
+    rng = np.random.default_rng(4)
+    sr = 48000
+    audio = (0.1 * rng.standard_normal((2, 3 * sr + 501)) * np.linspace(0.01, 1, 3 * sr + 501)).astype(np.float32)
+    whole = LoudnessMeter(sr, channels=2)
+    whole.SLICE = audio.size  # one piece: the filter over the whole block at once
+    whole.add(audio)
+    for slice_ in (1000, 4096, 1 << 16):
+        meter = LoudnessMeter(sr, channels=2)
+        meter.SLICE = slice_
+        for lo, hi in ((0, 70_001), (70_001, 70_002), (70_002, audio.shape[1])):  # each longer or shorter than a piece
+            meter.add(audio[:, lo:hi])
+        assert meter.samples == whole.samples and meter.peak == whole.peak
+        assert meter.loudness() == pytest.approx(whole.loudness(), abs=1e-9)
+        assert meter.loudness() == pytest.approx(pyloudnorm_lufs(audio, sr), abs=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Parts of any rate and channel count
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +196,33 @@ def test_a_48k_stereo_part_and_a_16k_mono_part_mix_to_their_sum(piece, tmp_path)
     audio, sr = sf.read(result.path, always_2d=True)
     assert sr == 48000 and audio.shape == (expected.shape[1], 2)
     assert abs(pyloudnorm_lufs(audio.T, sr) - (-23.0)) < 0.05
+
+
+def test_the_passes_over_the_mix_run_in_the_allocators_blocks_stage(piece, tmp_path, monkeypatch):
+    """After the model, the passes over the mix (the 16 kHz part resampled, the parts summed, the
+    gain applied as the file is written) read and write blocks of one size over and over: they
+    run in the allocator's blocks stage, which reuses them, and the batches stage comes back
+    after (allocator.py; docs/speed.md)."""
+    from pianosynth import allocator, synthesize
+    from pianosynth.audio import AudioWriter
+
+    stage = ["batches"]
+    monkeypatch.setattr(allocator, "for_batches", lambda: stage.__setitem__(0, "batches"))
+    monkeypatch.setattr(allocator, "for_blocks", lambda: stage.__setitem__(0, "blocks"))
+    seen = {"resample": [], "mix": [], "write": []}
+    resample_file, write = synthesize._resample_file, AudioWriter.write
+    monkeypatch.setattr(synthesize, "_resample_file", lambda *a: (seen["resample"].append(stage[0]), resample_file(*a))[1])
+    monkeypatch.setattr(AudioWriter, "write", lambda self, y: (seen["write"].append(stage[0]), write(self, y))[1])
+    add = LoudnessMeter.add
+    monkeypatch.setattr(LoudnessMeter, "add", lambda self, block: (seen["mix"].append(stage[0]), add(self, block))[1])
+    mono16, grand = StubSynth(16000, 1, seed=0), StubSynth(48000, 2, seed=1)
+    mono16.router = StubRouter()
+    mono16._part_synths["grand"] = grand
+    mono16.render_to_file(piece, tmp_path / "mix.wav")
+    assert seen["resample"] == ["blocks"]
+    assert seen["mix"] and set(seen["mix"]) == {"blocks"}  # the parts' sum, metered as it is written
+    assert seen["write"] and set(seen["write"]) == {"blocks"}
+    assert stage == ["batches"]
 
 
 # ---------------------------------------------------------------------------------------------

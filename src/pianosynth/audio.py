@@ -219,6 +219,8 @@ class LoudnessMeter:
     the audio. Agrees with ``pyloudnorm.Meter`` to 1e-6 LU on tones, noise and a render (tested).
     """
 
+    SLICE = 1 << 16  # numbers (samples x channels) K-weighted at a time
+
     def __init__(self, sample_rate: int, channels: int = 1, weighting: bool = True):
         """``weighting`` False: count samples and the peak only (``loudness`` is then nan)."""
         self.sample_rate, self.channels = sample_rate, channels
@@ -240,6 +242,14 @@ class LoudnessMeter:
         if self._filter is None:
             self.samples += block.shape[1]
             return
+        # in pieces of about SLICE numbers: the filter's float64 temporaries of a whole render
+        # block (a long piece's are 98,304 samples a channel) outgrow the core's cache and cost
+        # three times as much per sample (docs/speed.md, "The meter in cache-sized pieces")
+        step = max(1, self.SLICE // self.channels)
+        for lo in range(0, block.shape[1], step):
+            self._add(block[:, lo : lo + step])
+
+    def _add(self, block: np.ndarray) -> None:
         y = self._filter(block)
         sq = np.einsum("cn,cn->n", y, y)  # (samples,): summed over channels
         # step k covers samples [int(k * step), int((k + 1) * step)), as pyloudnorm's blocks do

@@ -445,7 +445,7 @@ class Synth:
             gain, warnings = choose_gain(level, meter.loudness(), meter.peak)
             resample = Resampler(sr, out_sr, meter.samples, out_channels)
             clipped = 0
-            with sf.SoundFile(raw) as src, open_sink(out_sr, out_channels) as sink:
+            with sf.SoundFile(raw) as src, open_sink(out_sr, out_channels) as sink, allocator.streaming():
                 # the file's own level, as reported. Where the file is the metered mix times the
                 # gain (same rate, same channels, nothing clipped), its loudness is the mix's at
                 # that gain and the sink's scale (``LoudnessMeter.loudness(gain)``), and the file
@@ -598,13 +598,14 @@ def _mix_parts(parts, tmp: Path, sr: int, channels: int | None, loudness: bool, 
                 stack.enter_context(sf.SoundFile(path, "w", samplerate=part_sr, channels=1, subtype="FLOAT"))
         done_s += n / part_sr
         if part_sr != sr:
-            path = _resample_file(path, sr, n)
+            with allocator.streaming():
+                path = _resample_file(path, sr, n)
         files.append(path)
     if direct:
         mix_channels = sf.info(files[0]).channels
         return files[0], mix_channels, meter or LoudnessMeter(sr, channels or mix_channels, weighting=loudness)
     raw = tmp / "mix.wav"
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack, allocator.streaming():
         sources = [stack.enter_context(sf.SoundFile(p)) for p in files]
         mix_channels = max(src.channels for src in sources)
         meter = LoudnessMeter(sr, channels or mix_channels, weighting=loudness)

@@ -9,6 +9,7 @@
     python benchmarks/render_memory.py --minutes 59 --block-frames 256     # the voices' blocks, forced
     python benchmarks/render_memory.py --minutes 5 --blas-pool             # numpy's BLAS on its own pool
     python benchmarks/render_memory.py --minutes 59 --mix-in-batches       # the passes over the mix in the batches' stage
+    python benchmarks/render_memory.py --minutes 59 --wav16                # a 16-bit WAV (the command line's default) instead of 24-bit FLAC
 
 The process fixes glibc's mmap threshold first, as the command line does (``allocator.py``), unless
 ``--glibc-default``, and the render switches it from the batches' stage to the blocks' stage when
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import collections
 import resource
+import shutil
 import tempfile
 import threading
 import time
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--block-frames", type=int, default=None, help="the voices' block for every piece (default: synthesize's choice)")
     parser.add_argument("--blas-pool", action="store_true", help="leave numpy's BLAS on its own thread pool during the render")
     parser.add_argument("--mix-in-batches", action="store_true", help="run the passes over the mix in the batches' stage (as before)")
+    parser.add_argument("--wav16", action="store_true", help="write a 16-bit WAV instead of a 24-bit FLAC")
     parser.add_argument("--model", default=None, help="a shipped model's name or a checkpoint (default: the shipped default, routed)")
     args = parser.parse_args()
     stage, samples = ["start"], []
@@ -132,7 +135,11 @@ def main() -> None:
 
     synthesize.Synth.blocks = staged_blocks
     t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    result = synth.render_to_file(tmp / "piece.mid", tmp / "out.flac", sample_rate=args.sample_rate, channels=args.channels, bits="24")
+    out, bits = (tmp / "out.wav", "16") if args.wav16 else (tmp / "out.flac", "24")
+    try:
+        result = synth.render_to_file(tmp / "piece.mid", out, sample_rate=args.sample_rate, channels=args.channels, bits=bits)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the piece and its audio (hundreds of MB for an hour)
     elapsed, done = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
     marks["done"] = (time.perf_counter(), done)
     stage[0] = "done"
@@ -140,7 +147,7 @@ def main() -> None:
     highest: dict[str, float] = collections.OrderedDict()
     for mb, name in samples:
         highest[name] = max(highest.get(name, 0.0), mb)
-    print(f"{result.seconds / 60:.1f} min at {result.sample_rate} Hz, {result.channels} channel(s), 24-bit FLAC, "
+    print(f"{result.seconds / 60:.1f} min at {result.sample_rate} Hz, {result.channels} channel(s), {'16-bit WAV' if args.wav16 else '24-bit FLAC'}, "
           f"rendered in {elapsed:.1f} s ({done.ru_utime - cpu.ru_utime:.1f} s user, {done.ru_stime - cpu.ru_stime:.1f} s system); "
           f"encoder batch {args.batch_frames or 'default'}; voices' block {args.block_frames or 'default'}; mmap threshold "
           f"{'glibc default' if args.glibc_default else 'fixed, one stage' if args.one_stage else 'fixed, two stages (allocator.py)'}; "

@@ -243,8 +243,8 @@ class LoudnessMeter:
             self.samples += block.shape[1]
             return
         # in pieces of about SLICE numbers: the filter's float64 temporaries of a whole render
-        # block (a long piece's are 98,304 samples a channel) outgrow the core's cache and cost
-        # three times as much per sample (docs/speed.md, "The meter in cache-sized pieces")
+        # block (196,608 samples a channel for a piece under 20 minutes) outgrew the core's cache
+        # and cost twice as much per sample (docs/speed.md, "The meter in cache-sized pieces")
         step = max(1, self.SLICE // self.channels)
         for lo in range(0, block.shape[1], step):
             self._add(block[:, lo : lo + step])

@@ -25,7 +25,10 @@ models): from the process's start (``/proc/self/stat``, 10 ms ticks) to the firs
 render's ``progress`` callback, which comes when the model hands over its first block; that
 process then exits. It is given in wall time and in the process's CPU time (user + system),
 which a loaded machine inflates far less. ``import torch`` alone is timed in its own processes, so
-the set-up beyond it is the difference. Not a test: on a shared machine only numbers measured in
+the set-up beyond it is the difference. After each piece it prints the machine's other load
+while the piece's runs went on: the CPU seconds the whole machine spent busy (``/proc/stat``, the
+hypervisor's steal included) less those of the runs themselves. pianosynth runs on two threads
+and FluidSynth on one, so a load shifts the ratios against pianosynth. Not a test: on a shared machine only numbers measured in
 one run are compared.
 """
 
@@ -75,6 +78,19 @@ fc = FeatureConfig(sample_rate=48000, channels=2)
 y = render(perf, RenderConfig(source="sfizz"), fc, int((perf.end_s + 1.0) * 48000))
 sf.write(sys.argv[2], y, 48000, subtype="PCM_16")  # (samples, 2)
 """
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every process, and what the
+    hypervisor took: /proc/stat's user, nice, system, irq, softirq and steal), or nan off Linux.
+    Less the seconds of the runs themselves, what other processes took while they ran: on a
+    shared machine the ratios move with it (docs/speed.md)."""
+    try:
+        fields = open("/proc/stat").readline().split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float, str, float]:
@@ -163,14 +179,19 @@ def main() -> None:
             cpus: dict[str, list[float]] = {k: [] for k in systems}
             rss: dict[str, float] = {k: 0.0 for k in systems}
             first: list[tuple[float, float]] = []
+            ours_cpu, busy0, clock0 = 0.0, machine_busy_seconds(), time.perf_counter()
             for _ in range(args.repeats):
                 for name, cmd in systems.items():
                     t, r, _, c = run_measured(cmd)
                     times[name].append(t)
                     cpus[name].append(c)
                     rss[name] = max(rss[name], r)
-                t, _, out, _ = run_measured([py, "-c", FIRST_SAMPLE, str(midi), f"{tmp}/first.wav", "", str(args.threads)])
+                    ours_cpu += c
+                t, _, out, c = run_measured([py, "-c", FIRST_SAMPLE, str(midi), f"{tmp}/first.wav", "", str(args.threads)])
                 first.append(tuple(float(v) for v in out.strip().splitlines()[-1].split()))
+                ours_cpu += c
+            others = machine_busy_seconds() - busy0 - ours_cpu  # CPU seconds of every other process meanwhile
+            span = time.perf_counter() - clock0
             import soundfile as sf
 
             info = sf.info(f"{tmp}/ours.wav")
@@ -187,6 +208,9 @@ def main() -> None:
             f, c = statistics.median(w for w, _ in first), statistics.median(c for _, c in first)
             print(f"pianosynth default, first sample after {f:.2f} s from the process's start ({f - torch_s:+.2f} s beyond "
                   f"import torch), {c:.2f} s of CPU ({c - torch_cpu:+.2f} s beyond import torch's)")  # fmt: skip
+            if others == others:  # not nan: /proc/stat was there
+                print(f"the machine's other load during these runs: {others:.1f} CPU s in {span:.1f} s "
+                      f"({others / span:.2f} of {os.cpu_count()} cores busy with other processes, on average)")
 
 
 if __name__ == "__main__":

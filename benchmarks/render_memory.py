@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import resource
 import shutil
 import tempfile
@@ -77,8 +78,8 @@ def main() -> None:
     import torch  # noqa: F401
 
     stage[0] = "import torch"
+    from pianosynth import allocator, synthesize
     from pianosynth import model as model_module
-    from pianosynth import synthesize
     from pianosynth.examples import generate_piece
     from pianosynth.midi import write_midi
 
@@ -87,18 +88,10 @@ def main() -> None:
     if args.block_frames:
         synthesize.BLOCK_FRAMES = synthesize.LONG_PIECE_BLOCK_FRAMES = args.block_frames
     if args.one_stage:
-        from pianosynth import allocator
-
         allocator.for_blocks = lambda: False
     if args.mix_in_batches:
-        import contextlib
-
-        from pianosynth import allocator
-
         allocator.streaming = contextlib.nullcontext
     if args.blas_pool:
-        import contextlib
-
         synthesize.one_blas_thread = contextlib.nullcontext
     tmp = Path(tempfile.mkdtemp())
     write_midi(generate_piece(seed=0, bars=max(1, round(args.minutes * 60 / 2.5)), bpm=96.0), tmp / "piece.mid")

@@ -28,13 +28,14 @@ which a loaded machine inflates far less. ``import torch`` alone is timed in its
 the set-up beyond it is the difference. After each piece it prints the machine's other load
 while the piece's runs went on: the CPU seconds the whole machine spent busy (``/proc/stat``, the
 hypervisor's steal included) less those of the runs themselves. pianosynth runs on two threads
-and FluidSynth on one, so a load shifts the ratios against pianosynth. Not a test: on a shared machine only numbers measured in
-one run are compared.
+and FluidSynth on one, so a load shifts the ratios against pianosynth. Not a test: on a shared
+machine only numbers measured in one run are compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
@@ -208,7 +209,7 @@ def main() -> None:
             f, c = statistics.median(w for w, _ in first), statistics.median(c for _, c in first)
             print(f"pianosynth default, first sample after {f:.2f} s from the process's start ({f - torch_s:+.2f} s beyond "
                   f"import torch), {c:.2f} s of CPU ({c - torch_cpu:+.2f} s beyond import torch's)")  # fmt: skip
-            if others == others:  # not nan: /proc/stat was there
+            if not math.isnan(others):  # /proc/stat was there
                 print(f"the machine's other load during these runs: {others:.1f} CPU s in {span:.1f} s "
                       f"({others / span:.2f} of {os.cpu_count()} cores busy with other processes, on average)")
 

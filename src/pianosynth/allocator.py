@@ -99,4 +99,3 @@ def streaming():
         yield
     finally:
         for_batches()
-

@@ -445,7 +445,7 @@ class Synth:
             gain, warnings = choose_gain(level, meter.loudness(), meter.peak)
             resample = Resampler(sr, out_sr, meter.samples, out_channels)
             clipped = 0
-            with sf.SoundFile(raw) as src, open_sink(out_sr, out_channels) as sink, allocator.streaming():
+            with allocator.streaming(), sf.SoundFile(raw) as src, open_sink(out_sr, out_channels) as sink:  # the sink's closing write too
                 # the file's own level, as reported. Where the file is the metered mix times the
                 # gain (same rate, same channels, nothing clipped), its loudness is the mix's at
                 # that gain and the sink's scale (``LoudnessMeter.loudness(gain)``), and the file

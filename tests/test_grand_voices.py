@@ -222,6 +222,10 @@ def test_chunked_equals_whole_in_stereo_at_48k():
     with torch.no_grad():
         model.decoder.level.add_(3.0)
         model.decoder.global_noise.bias.fill_(-5.0)
+        dec = model.decoder
+        last = dec.net[-1]  # the voices' own noise bands audible, and following the conditioning
+        last.bias.view(2, -1)[:, dec.shape_bands :] += 2.0
+        last.weight.view(2, -1, last.weight.shape[1])[:, dec.shape_bands :, -8:] += 3.0
     frames = 120
     x = torch.rand(frames, 12)
     notes = random_notes(30, frames, HOP, seed=1)
@@ -241,6 +245,12 @@ def test_chunked_equals_whole_in_stereo_at_48k():
         blocks = list(model.synthesize(x, chunk_frames=120, context_frames=frames, crossfade_frames=8, notes=notes, workers=2, block_frames=block_frames))
         assert max(b.shape[-1] for b in blocks) == block_frames * HOP
         assert (torch.cat(blocks, dim=-1) - whole).abs().max() < 1e-5
+    # the margin is what it must be: with one frame less, each block's last half hop misses the
+    # noise of a frame beyond it (GrandDecoder.margin_frames)
+    assert model.decoder.margin_frames == 3
+    model.decoder.margin_frames = 2
+    short = torch.cat(list(model.synthesize(x, chunk_frames=120, context_frames=frames, crossfade_frames=8, notes=notes, block_frames=7)), dim=-1)
+    assert (short - whole).abs().max() > 1e-4
 
 
 # ---------------------------------------------------------------------------------------------

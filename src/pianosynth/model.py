@@ -307,8 +307,8 @@ class PianoSynth(nn.Module):
     ) -> Iterator[torch.Tensor]:
         """The voices decoder over a whole piece: the conditioning first (``conditioning``), then
         the audio in blocks of ``block_frames`` (small, so that the voices sounding in a block,
-        each with its frames of partials, stay small in memory). Each block is rendered with ``margin`` frames on
-        either side and only its core is kept; a voice frame or a noise frame depends only on its
+        each with its frames of partials, stay small in memory). Each block is rendered with the decoder's
+        ``margin_frames`` on either side and only its core is kept; a voice frame or a noise frame depends only on its
         own place in the piece, so the blocks join exactly, without crossfades. Voices that have
         ended (``VoicesDecoder.voice_end``) are left out of a block.
 
@@ -320,7 +320,7 @@ class PianoSynth(nn.Module):
         c = self.conditioning(x, chunk_frames, context_frames, crossfade_frames, max_batch_frames, workers)
         notes = torch.as_tensor(np.asarray(notes), dtype=torch.long).reshape(-1, 4)
         ends = dec.voice_end(notes[:, 2], notes[:, 3], notes[:, 0])
-        margin = dec.n_fft // hop + 2
+        margin = dec.margin_frames
         step = min(chunk_frames, block_frames)
         blocks = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 

@@ -554,7 +554,7 @@ def chunk_bytes(model, frames: int, notes, chunk_frames: int, context_frames: in
         np.add.at(alive, first, 1)
         np.add.at(alive, last, -1)
         alive = np.cumsum(alive)[:frames]  # (frames,) voices sounding in each frame
-        window = min(frames, workers * BLOCK_FRAMES + 2 * (dec.n_fft // hop + 2))  # synthesize_voices' blocks at once and margins
+        window = min(frames, workers * BLOCK_FRAMES + 2 * dec.margin_frames)  # synthesize_voices' blocks at once and margins
         sums = np.concatenate([[0], np.cumsum(alive)])
         rows = int((sums[window:] - sums[:-window]).max())
         return rows * VOICE_ROW_BYTES_PER_HOP_SAMPLE * hop

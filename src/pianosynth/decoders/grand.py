@@ -105,7 +105,13 @@ class GrandDecoder(nn.Module):
         self.max_voice_seconds = max_voice_seconds
         self.inaudible = INAUDIBLE  # synthesis leaves out partials quieter than this (0: none)
         self.synth = InverseFFTSynth(hop_samples, sample_rate, taps)
-        self.n_fft = self.synth.n_fft  # the partials' frames (model.synthesize_voices' margin reads it)
+        self.n_fft = self.synth.n_fft  # the partials' frames
+        # frames that a block of the piece renders on either side of its own (model.synthesize_voices)
+        # for its samples to equal the whole piece's: a partials' frame spans a hop either side of
+        # its centre; the noise's output is shifted by one and a half hops (``istft_two_hops``), so
+        # a block's last half hop takes the noise frame of grid frame hi + 2, whose row reads the
+        # conditioning at its own frame, one further. Two was not enough (tests/test_grand_voices.py).
+        self.margin_frames = 3
         # the noise's inverse STFT: two hops under a Hann window, so a band's burst spreads one hop
         # either side of its frame (the bands are smooth in frequency: 31 Hz bins are plenty)
         self.noise_fft = 2 * hop_samples

@@ -102,6 +102,7 @@ class VoicesDecoder(nn.Module):
             raise ValueError(f"max_voice_seconds and release_seconds must be positive, got {max_voice_seconds}, {release_seconds}")
         self.hop, self.sample_rate, self.partials, self.bands = hop_samples, sample_rate, partials, bands
         self.n_fft = n_fft or 4 * hop_samples
+        self.margin_frames = self.n_fft // hop_samples + 2  # a block's frames either side (model.synthesize_voices)
         self.max_voice_seconds, self.release_seconds = max_voice_seconds, release_seconds
         keys = torch.arange(KEYS)
         self.register_buffer("f0_nominal", 440.0 * 2.0 ** ((keys + LOWEST_KEY - 69) / 12.0))

@@ -14,6 +14,8 @@ of them alike; peak RSS and CPU time (user + system, all threads) come from ``wa
   models, routed by program, at their own rate and channels);
 - the same with ``--model`` of the shipped 16 kHz piano (``registry``: program 0, 16 kHz,
   performance preset);
+- with ``--baseline CHECKOUT``, the default again from another checkout's ``src`` (e.g. a
+  ``git worktree`` of an earlier commit, sharing this environment's packages): before and after;
 - FluidSynth with FluidR3 as ``render.py`` calls it, at 16 kHz and at 48 kHz (its file renderer
   always writes two channels), 16-bit WAV;
 - sfizz playing the grand reference through ``render.render`` (``render.source: sfizz``), when
@@ -94,11 +96,11 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, str, float]:
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str, float]:
     """Runs a command; returns (wall seconds, peak RSS in MB, its stdout, CPU seconds: user + system)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -137,9 +139,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], help="systems to leave out (names as printed)")
     parser.add_argument("--imports-only", action="store_true", help="time the imports and stop")
+    parser.add_argument(
+        "--baseline", default=None, metavar="CHECKOUT",
+        help="also run the default from another checkout of pianosynth (its src/ first on PYTHONPATH), "
+        "e.g. a `git worktree` of an earlier commit: before and after, side by side in one run",
+    )  # fmt: skip
     args = parser.parse_args()
     py = sys.executable
     ours = [py, "-m", "pianosynth"]  # this checkout's code, as the console script runs it
+    baseline_env = None
+    if args.baseline:
+        src = Path(args.baseline).resolve() / "src"
+        if not (src / "pianosynth" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: no src/pianosynth there")
+        baseline_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), *filter(None, [os.environ.get("PYTHONPATH")])])}
     fluidsynth = shutil.which("fluidsynth")
     sfizz_missing = sfizz_available()
     piano = piano16()
@@ -175,7 +188,12 @@ def main() -> None:
                     ]  # fmt: skip
             if not sfizz_missing:
                 systems["sfizz grand 48 kHz"] = [py, "-c", SFIZZ, str(midi), f"{tmp}/sfizz.wav"]
+            if args.baseline:
+                systems["pianosynth default, baseline"] = [
+                    *ours, "synthesize", str(midi), "-o", f"{tmp}/base.wav", "--threads", str(args.threads), "--force",
+                ]  # fmt: skip
             systems = {k: v for k, v in systems.items() if k not in args.skip}
+            envs = {"pianosynth default, baseline": baseline_env} if args.baseline else {}
             times: dict[str, list[float]] = {k: [] for k in systems}
             cpus: dict[str, list[float]] = {k: [] for k in systems}
             rss: dict[str, float] = {k: 0.0 for k in systems}
@@ -183,7 +201,7 @@ def main() -> None:
             ours_cpu, busy0, clock0 = 0.0, machine_busy_seconds(), time.perf_counter()
             for _ in range(args.repeats):
                 for name, cmd in systems.items():
-                    t, r, _, c = run_measured(cmd)
+                    t, r, _, c = run_measured(cmd, envs.get(name))
                     times[name].append(t)
                     cpus[name].append(c)
                     rss[name] = max(rss[name], r)

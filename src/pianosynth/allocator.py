@@ -99,17 +99,3 @@ def streaming():
         yield
     finally:
         for_batches()
-
-
-def freeze_collector() -> None:
-    """Takes every object alive now out of the garbage collector's passes for the rest of the
-    process (``gc.freeze``). Called once the imports and the model are in: about 170,000 objects,
-    torch's most of all, which each full pass of the collector walked again (70 ms a pass) while
-    the render makes tensors by the hundred thousand. A 5-minute piece took 7% less wall clock
-    (docs/speed.md, "The collector's full passes"). Objects made later are collected as before.
-
-    Only the command line's one-shot renders call it; the page, which runs for hours and frees
-    what earlier requests made, keeps the collector whole."""
-    import gc
-
-    gc.freeze()

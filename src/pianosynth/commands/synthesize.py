@@ -36,7 +36,6 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     import tempfile
     import time
 
-    from ..allocator import freeze_collector
     from ..audio import subtype_for
     from ..batch import plan
     from ..synthesize import load
@@ -71,7 +70,6 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if args.model is not None and args.instrument is not None:
         raise UserError("give --model or --instrument, not both")
     synth = load(args.model, threads=args.threads, instrument=args.instrument)
-    freeze_collector()  # what the imports and the model made stays out of the collector's passes
 
     if jobs is None or len(jobs) == 1:
         source = sys.stdin.buffer.read() if stdin else Path(inputs[0]) if jobs is None else jobs[0].source

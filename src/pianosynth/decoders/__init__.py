@@ -5,7 +5,9 @@
 (its output is (batch, channels, samples); the others' is (batch, samples)). A decoder's ``forward(h, offset, notes)`` takes ``offset``,
 (batch,) or None, the index of each input's first frame in the whole piece (the ddsp and voices
 decoders' phases need it), and ``notes``, the cropped note table, which only decoders with
-``needs_notes = True`` read.
+``needs_notes = True`` read. Those also give ``margin_frames``: the frames a block of the piece
+must render on either side for its own samples to equal the whole piece's
+(``PianoSynth.synthesize_voices``).
 """
 
 from __future__ import annotations

@@ -175,11 +175,10 @@ def main() -> None:
                 midi = Path(tmp) / f"piece{minutes:g}.mid"
                 bars = max(1, round(minutes * 60 / (4 * 60 / 96)))
                 write_midi(generate_piece(seed=0, bars=bars, bpm=96.0), midi)
-            systems = {
-                "pianosynth default": [*ours, "synthesize", str(midi), "-o", f"{tmp}/ours.wav", "--threads", str(args.threads), "--force"],
-                f"pianosynth --model {piano}": [*ours, "synthesize", str(midi), "-o", f"{tmp}/ours16.wav", "--model", piano,
-                                                "--threads", str(args.threads), "--force"],
-            }  # fmt: skip
+            def synthesize(out: str, *options: str) -> list[str]:
+                return [*ours, "synthesize", str(midi), "-o", f"{tmp}/{out}", *options, "--threads", str(args.threads), "--force"]
+
+            systems = {"pianosynth default": synthesize("ours.wav"), f"pianosynth --model {piano}": synthesize("ours16.wav", "--model", piano)}
             if fluidsynth:
                 for rate in (16000, 48000):
                     systems[f"fluidsynth FluidR3 {rate // 1000} kHz"] = [
@@ -189,9 +188,7 @@ def main() -> None:
             if not sfizz_missing:
                 systems["sfizz grand 48 kHz"] = [py, "-c", SFIZZ, str(midi), f"{tmp}/sfizz.wav"]
             if args.baseline:
-                systems["pianosynth default, baseline"] = [
-                    *ours, "synthesize", str(midi), "-o", f"{tmp}/base.wav", "--threads", str(args.threads), "--force",
-                ]  # fmt: skip
+                systems["pianosynth default, baseline"] = synthesize("base.wav")  # run with baseline_env
             systems = {k: v for k, v in systems.items() if k not in args.skip}
             envs = {"pianosynth default, baseline": baseline_env} if args.baseline else {}
             times: dict[str, list[float]] = {k: [] for k in systems}
